@@ -1,0 +1,7 @@
+"""``python -m liverlib``."""
+
+import sys
+
+from liverlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""Curation (STUDY §1, paper §II.A): eligibility, seeded selection, volume-level split, manifest.
+
+Writes ``volumes.csv`` (every scanned volume with its status), ``manifest.csv`` (one row per kept
+slice: volume_id, split, slice_idx, liver_px, tumor_px, source paths, spacing), ``splits.json`` and
+Table 3. Every later stage reads the manifest, never the folder of NIfTI files directly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from liverlib.io import CaseError, CasePaths, check_pair, find_cases, load_case
+from liverlib.labels import LABELS
+from liverlib.params import Params, digest, resolve_path
+
+SPLITS = ("train", "val", "test")
+PAPER_TABLE3 = {"train": (8, 1350), "val": (1, 168), "test": (2, 170)}
+"""Paper Table 3: volumes and slices per split."""
+
+
+class CurationError(ValueError):
+    """No usable selection: too few eligible volumes, bad explicit ids, overlapping splits."""
+
+
+def prepare_data(p: Params) -> Path | None:
+    """The data folder of a run: generates the embedded phantom for ``data_dir: phantom``.
+
+    Returns:
+        The folder to search, or None for the Kaggle mount (``data_dir: null``).
+    """
+    if p.data_dir is None:
+        return None
+    if p.data_dir != "phantom":
+        return resolve_path(p.data_dir)
+    from liverlib.phantom import generate_phantom
+
+    key = digest({"n": p.phantom_cases, "size": p.phantom_size, "slices": p.phantom_slices, "seed": p.seed})
+    out = resolve_path(p.output_root) / "data" / f"phantom-{key}"
+    generate_phantom(out, n_cases=p.phantom_cases, size=p.phantom_size, n_slices=tuple(p.phantom_slices), seed=p.seed)
+    return out
+
+
+def scan_volumes(cases: list[CasePaths], *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every mask once and count liver/tumor pixels per slice (display convention).
+
+    Returns:
+        ``(volumes, slices)``: one row per volume (shape, spacing, voxel counts, ``problem`` when image
+        and mask do not align) and one row per slice (volume_id, slice_idx, liver_px, tumor_px).
+
+    Raises:
+        CaseError: a volume without mask, or an unreadable/corrupt file (names the file).
+    """
+    vols, slices = [], []
+    for c in tqdm(cases, desc="scan volumes", unit="vol", disable=not progress):
+        if c.mask is None:
+            raise CaseError(f"{c.volume}: no segmentation-{c.case_id} file beside it; every volume needs its mask")
+        row: dict[str, Any] = {"volume_id": c.case_id, "volume_path": str(c.volume), "mask_path": str(c.mask)}
+        problem = check_pair(c.volume, c.mask)
+        row["problem"] = problem or ""
+        if problem is None:
+            case = load_case(c.volume, c.mask, read_image=False)
+            m = case.mask
+            liver = (m == LABELS["liver"]).sum(axis=(1, 2))
+            tumor = (m == LABELS["tumor"]).sum(axis=(1, 2))
+            voxel_ml = float(np.prod(case.spacing)) / 1000.0
+            row.update(
+                n_slices=m.shape[0], rows=m.shape[1], cols=m.shape[2],
+                spacing_slice=case.spacing[0], spacing_row=case.spacing[1], spacing_col=case.spacing[2],
+                liver_voxels=int(liver.sum()), tumor_voxels=int(tumor.sum()), tumor_ml=float(tumor.sum()) * voxel_ml,
+                liver_slices=int(((liver + tumor) > 0).sum()), tumor_slices=int((tumor > 0).sum()),
+            )  # fmt: skip
+            slices.append(pd.DataFrame({"volume_id": c.case_id, "slice_idx": np.arange(m.shape[0]),
+                                        "liver_px": liver, "tumor_px": tumor}))  # fmt: skip
+        vols.append(row)
+    slices_df = pd.concat(slices, ignore_index=True) if slices else pd.DataFrame(
+        columns=["volume_id", "slice_idx", "liver_px", "tumor_px"])  # fmt: skip
+    return pd.DataFrame(vols), slices_df
+
+
+def assess(volumes: pd.DataFrame, *, min_tumor_voxels: int = 1, min_tumor_slices: int = 5,
+           exclude_ids: list[int] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Add a ``status`` column: ``eligible`` or why not (paper §II.A rules 1–3, plus the exclude list)."""
+    exclude = set(exclude_ids or [])
+    status = []
+    for r in volumes.itertuples():
+        if r.volume_id in exclude:
+            status.append("excluded (exclude_ids)")
+        elif r.problem:
+            status.append(f"rejected: {r.problem}")
+        elif r.tumor_voxels < min_tumor_voxels:
+            status.append("rejected: no tumor")
+        elif r.tumor_slices < min_tumor_slices:
+            status.append(f"rejected: tumor on {r.tumor_slices} slices (< {min_tumor_slices})")
+        else:
+            status.append("eligible")
+    return volumes.assign(status=status)
+
+
+def _size_strata(ids: list[int], sizes: dict[int, float], n: int) -> list[list[int]]:
+    """Split ids, sorted by tumor size, into ``n`` contiguous strata of near-equal size."""
+    ordered = sorted(ids, key=lambda i: (sizes[i], i))
+    return [list(s) for s in np.array_split(np.array(ordered, dtype=int), n) if len(s)]
+
+
+def select_volumes(volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, volume_ids: list[int] | None = None) -> list[int]:
+    """Choose the study's volumes among the eligible ones (STUDY §1).
+
+    Explicit ``volume_ids`` win (each must be eligible). Otherwise a seeded draw of ``n_volumes``
+    stratified by tumor size: eligible volumes sorted by tumor volume are cut into ``n_volumes``
+    strata and one volume is drawn from each. ``n_volumes: 0`` takes all eligible volumes.
+    """
+    eligible = volumes[volumes.status == "eligible"]
+    if volume_ids:
+        status = dict(zip(volumes.volume_id, volumes.status))
+        for v in volume_ids:
+            if v not in status:
+                raise CurationError(f"volume_ids: volume {v} is not in the data folder")
+            if status[v] != "eligible":
+                raise CurationError(f"volume_ids: volume {v} is not usable ({status[v]})")
+        return sorted(int(v) for v in volume_ids)
+    if eligible.empty:
+        raise CurationError("no eligible volume after curation (see volumes.csv for why each was rejected)")
+    ids = [int(v) for v in eligible.volume_id]
+    if n_volumes <= 0 or n_volumes == len(ids):
+        return sorted(ids)
+    if n_volumes > len(ids):
+        raise CurationError(f"n_volumes={n_volumes} but only {len(ids)} volumes are eligible")
+    rng = np.random.default_rng(seed)
+    sizes = dict(zip(eligible.volume_id.astype(int), eligible.tumor_ml))
+    return sorted(int(rng.choice(s)) for s in _size_strata(ids, sizes, n_volumes))
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Volumes per split: val ⌊f·n⌋ and test ⌈f·n⌉, each at least 1 (11 volumes → 8/1/2, as the paper)."""
+    n_val = max(1, math.floor(val_fraction * n))
+    n_test = max(1, math.ceil(test_fraction * n))
+    if n - n_val - n_test < 1:
+        raise CurationError(f"{n} volumes are too few for a train/val/test split (need at least 3)")
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_volumes(ids: list[int], tumor_ml: dict[int, float], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                  seed: int = 42, folds: int = 0, fold: int = 0) -> dict[str, list[int]]:  # fmt: skip
+    """Split volumes (never slices) into train/val/test, stratified by tumor size, seeded.
+
+    Volumes are shuffled within tumor-size tertiles and dealt round-robin from the tertiles, so the
+    first volumes of the order cover small, medium and large tumors; test takes the first, val the
+    next, train the rest. With ``folds = k`` the dealt order is cut into k folds; fold ``fold`` is the
+    test set and val is drawn from the others.
+    """
+    rng = np.random.default_rng(seed)
+    strata = _size_strata(ids, tumor_ml, min(3, len(ids)))
+    for s in strata:
+        rng.shuffle(s)
+    order = [s[i] for i in range(max(map(len, strata))) for s in strata if i < len(s)]
+    if folds:
+        if len(ids) < folds + 2:
+            raise CurationError(f"{len(ids)} volumes are too few for {folds}-fold cross-validation")
+        test = [v for i, v in enumerate(order) if i % folds == fold]
+        rest = [v for i, v in enumerate(order) if i % folds != fold]
+        n_val = max(1, math.floor(val_fraction * len(ids)))
+        return {"train": sorted(rest[n_val:]), "val": sorted(rest[:n_val]), "test": sorted(test)}
+    _, n_val, n_test = split_counts(len(ids), val_fraction, test_fraction)
+    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
+            "train": sorted(order[n_test + n_val:])}  # fmt: skip
+
+
+def explicit_split(p: Params, volumes: pd.DataFrame) -> dict[str, list[int]] | None:
+    """The split given by ``train_ids``/``val_ids``/``test_ids``, checked; None when not given."""
+    given = {s: [int(v) for v in p[f"{s}_ids"]] for s in SPLITS}
+    if not any(given.values()):
+        return None
+    if not all(given.values()):
+        raise CurationError("train_ids, val_ids and test_ids must be given together (or none of them)")
+    seen: dict[int, str] = {}
+    for s, ids in given.items():
+        for v in ids:
+            if v in seen:
+                raise CurationError(f"volume {v} is in both {seen[v]}_ids and {s}_ids; a volume belongs to one split")
+            seen[v] = s
+    select_volumes(volumes, 0, volume_ids=list(seen))  # each must be eligible
+    return {s: sorted(v) for s, v in given.items()}
+
+
+def build_manifest(slices: pd.DataFrame, volumes: pd.DataFrame, splits: dict[str, list[int]], *,
+                   keep_empty_slices: bool = False) -> pd.DataFrame:  # fmt: skip
+    """One row per study slice: the split's volumes, slices with liver or tumor unless keep_empty_slices."""
+    split_of = {v: s for s, ids in splits.items() for v in ids}
+    df = slices[slices.volume_id.isin(split_of)].copy()
+    if not keep_empty_slices:
+        df = df[(df.liver_px + df.tumor_px) > 0]
+    df.insert(1, "split", df.volume_id.map(split_of))
+    info = volumes.set_index("volume_id")[["volume_path", "mask_path", "spacing_slice", "spacing_row", "spacing_col",
+                                           "n_slices", "rows", "cols"]]  # fmt: skip
+    df = df.join(info, on="volume_id")
+    order = {s: i for i, s in enumerate(SPLITS)}
+    df = df.sort_values(["split", "volume_id", "slice_idx"], key=lambda c: c.map(order) if c.name == "split" else c)
+    if df.empty:
+        raise CurationError("the manifest is empty: no slice with liver or tumor in the selected volumes")
+    return df.reset_index(drop=True)
+
+
+def table3(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 (split summary) from the manifest, with the paper's counts beside."""
+    rows = []
+    for s in SPLITS:
+        m = manifest[manifest.split == s]
+        ids = sorted(m.volume_id.unique().tolist())
+        rows.append({"split": s, "volumes": len(ids), "volume_ids": ", ".join(map(str, ids)), "slices": len(m),
+                     "slices_with_tumor": int((m.tumor_px > 0).sum()),
+                     "paper_volumes": PAPER_TABLE3[s][0], "paper_slices": PAPER_TABLE3[s][1]})  # fmt: skip
+    total = {"split": "total", "volumes": sum(r["volumes"] for r in rows), "volume_ids": "",
+             "slices": len(manifest), "slices_with_tumor": int((manifest.tumor_px > 0).sum()),
+             "paper_volumes": 11, "paper_slices": 1688}  # fmt: skip
+    return pd.DataFrame([*rows, total])
+
+
+def curate(p: Params, *, progress: bool = True) -> dict[str, Any]:
+    """Run curation end to end (no files written; see :func:`liverlib.stages.run_curation`).
+
+    Returns:
+        dict with ``data_dir``, ``volumes`` (DataFrame, with ``status``/``selected``/``split``),
+        ``splits`` and ``manifest``.
+    """
+    data_dir = prepare_data(p)
+    cases = find_cases(data_dir)
+    volumes, slices = scan_volumes(cases, progress=progress)
+    volumes = assess(volumes, min_tumor_voxels=p.min_tumor_voxels, min_tumor_slices=p.min_tumor_slices,
+                     exclude_ids=p.exclude_ids)  # fmt: skip
+    splits = explicit_split(p, volumes)
+    if splits is None:
+        chosen = select_volumes(volumes, p.n_volumes, seed=p.seed, volume_ids=p.volume_ids)
+        sizes = dict(zip(volumes.volume_id.astype(int), volumes.tumor_ml.fillna(0.0)))
+        splits = split_volumes(chosen, sizes, val_fraction=p.val_fraction, test_fraction=p.test_fraction,
+                               seed=p.seed, folds=p.folds, fold=p.fold)  # fmt: skip
+    split_of = {v: s for s, ids in splits.items() for v in ids}
+    volumes = volumes.assign(split=volumes.volume_id.map(split_of).fillna(""))
+    manifest = build_manifest(slices, volumes, splits, keep_empty_slices=p.keep_empty_slices)
+    return {"data_dir": data_dir, "volumes": volumes, "splits": splits, "manifest": manifest, "slices": slices}

@@ -1,0 +1,227 @@
+"""Study parameters: one flat schema, YAML profiles, strict validation (STUDY §1–8).
+
+Every key a notebook or profile may set is in :data:`DEFAULTS` (the paper's values; comments cite the
+STUDY section). papermill only warns about unknown keys, so :func:`resolve` turns an unknown or
+misspelled key, or a value of the wrong type, into an error with a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    # run
+    "run_name": "paper",  # folder under output_root
+    "output_root": "outputs",  # relative paths resolve against the project root
+    "data_dir": "phantom",  # "phantom" (embedded synthetic LiTS), a folder, or null (Kaggle mount)
+    "cache_dir": "",  # "" = <output_root>/cache (shared by runs and ablation arms)
+    "seed": 42,  # STUDY §1, §6
+    "overwrite": False,  # allow a stage to replace files written with other parameters
+    # embedded phantom (data_dir: phantom)
+    "phantom_cases": 14,
+    "phantom_size": 512,
+    "phantom_slices": [60, 120],
+    # curation, STUDY §1
+    "n_volumes": 11,  # paper: 11 volumes, 1,688 slices; 0 = all eligible
+    "volume_ids": [],  # explicit selection overrides the seeded draw
+    "exclude_ids": [],  # volumes excluded by eye (artefacts)
+    "train_ids": [],  # explicit split (all three or none)
+    "val_ids": [],
+    "test_ids": [],
+    "min_tumor_voxels": 1,
+    "min_tumor_slices": 5,
+    "keep_empty_slices": False,  # paper dropped slices without liver/tumor (62.8%)
+    "val_fraction": 0.1,  # 80/10/10 at volume level: 11 volumes -> 8/1/2
+    "test_fraction": 0.1,
+    "folds": 0,  # k-fold cross-validation by volume (0 = off); full_lits uses 5
+    "fold": 0,  # which fold is the test set when folds > 0
+    # preprocessing, STUDY §2
+    "image_size": 256,
+    "hu_window": [],  # [] = paper (no window); e.g. [-200, 250]
+    "use_clahe": True,
+    "clahe_clip": 2.0,
+    "clahe_tile": 8,
+    "use_gamma": True,
+    "gamma": 1.2,
+    # augmentation, STUDY §3
+    "augment": True,
+    "elastic_alpha": 1.0,  # paper value; moves pixels ~0.03 px in albumentations 2.x
+    "elastic_sigma": 50.0,
+    # model, STUDY §4
+    "model": "hybrid",  # "hybrid" (paper) or "unet_smp" (segmentation-models-pytorch baseline)
+    "encoder": "resnet34",  # smp baseline encoder
+    "encoder_weights": None,  # None: nothing is downloaded at run time
+    "fused_attention": True,
+    # loss, STUDY §5
+    "ce_weight": 1.0,
+    "dice_weight": 1.0,
+    "focal_weight": 0.5,
+    "focal_alpha": 0.25,
+    "focal_gamma": 2.0,
+    "dice_eps": 1.0e-6,
+    # training, STUDY §6
+    "epochs": 100,
+    "batch_size": 8,
+    "lr": 1.0e-4,
+    "weight_decay": 1.0e-5,
+    "plateau_factor": 0.5,
+    "plateau_patience": 5,
+    "grad_clip": 1.0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "amp": True,  # CUDA only: bf16 where supported, else fp16 with a grad scaler (T4)
+    "channels_last": True,
+    "num_workers": 2,
+    "compile": False,  # torch.compile
+    "train_baseline": True,  # also train the smp baseline on the same split (Table 8)
+    "baseline_epochs": 0,  # 0 = same as epochs
+    # evaluation, STUDY §7
+    "eval_batch_size": 16,
+    "liver_lcc": False,  # keep the largest liver component per volume
+    "bootstrap_resamples": 1000,
+    # ablation, STUDY §8
+    "ablation_arms": ["paper", "no_enhancement", "clahe_only", "gamma_only", "hu_window"],
+    "ablation_epochs": 0,  # 0 = same as epochs
+}
+
+PREPROCESS_KEYS = ("image_size", "hu_window", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma")
+"""Parameters that change the preprocessed cache (its key hashes them)."""
+
+CURATION_KEYS = (
+    "data_dir", "seed", "n_volumes", "volume_ids", "exclude_ids", "train_ids", "val_ids", "test_ids",
+    "min_tumor_voxels", "min_tumor_slices", "keep_empty_slices", "val_fraction", "test_fraction", "folds", "fold",
+    "phantom_cases", "phantom_size", "phantom_slices",
+)  # fmt: skip
+
+TRAIN_KEYS = PREPROCESS_KEYS + (
+    "seed", "augment", "elastic_alpha", "elastic_sigma", "model", "encoder", "encoder_weights", "fused_attention",
+    "ce_weight", "dice_weight", "focal_weight", "focal_alpha", "focal_gamma", "dice_eps", "epochs", "batch_size",
+    "lr", "weight_decay", "plateau_factor", "plateau_patience", "grad_clip",
+)  # fmt: skip
+"""Parameters a training run is defined by; resuming with other values is refused."""
+
+
+class ParamError(ValueError):
+    """An unknown key or a value of the wrong type in a profile or notebook parameters."""
+
+
+class Params(dict):
+    """Resolved parameters: a dict with attribute access (``p.epochs``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    def subset(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of ``keys`` as a plain dict (for hashing and provenance)."""
+        return {k: self[k] for k in keys}
+
+
+def _check_type(key: str, value: Any, source: str) -> Any:
+    default = DEFAULTS[key]
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParamError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = " (YAML 1.1 reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
+            raise ParamError(f"{source}: '{key}' must be a number, got {value!r}{hint}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ParamError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(f"{source}: '{key}' must be a list, got {value!r}")
+        return list(value)
+    return value
+
+
+def validate(values: Mapping[str, Any], source: str = "parameters") -> dict[str, Any]:
+    """Check keys and types of ``values`` against :data:`DEFAULTS`.
+
+    Raises:
+        ParamError: naming the first unknown key (with the closest known keys) or bad value.
+    """
+    out = {}
+    for key, value in values.items():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ParamError(f"{source}: unknown parameter '{key}'{hint}")
+        out[key] = _check_type(key, value, source)
+    return out
+
+
+def load_profiles(*paths: str | Path) -> dict[str, Any]:
+    """Merge flat YAML profiles in order (later files win, like ``papermill -f a -f b``), validated."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ParamError(f"{path}: params file does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ParamError(f"{path}: a params file must be a flat mapping of key: value")
+        merged.update(validate(data, str(path)))
+    return merged
+
+
+def resolve(namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Params:
+    """Resolve the parameters a notebook sees: DEFAULTS ← its variables ← overrides, all validated.
+
+    In a notebook call ``P = liverlib.resolve_params(globals())`` after the parameters cell (and the
+    cell papermill injects): every plain literal variable whose name does not start with ``_`` counts
+    as a parameter, so a misspelled key injected by papermill is an error here.
+    """
+    values: dict[str, Any] = {}
+    for key, value in (namespace or {}).items():
+        if key.startswith("_") or key in ("In", "Out", "exit", "quit", "get_ipython"):
+            continue
+        if isinstance(value, (bool, int, float, str, list, tuple, dict)) or value is None:
+            values[key] = value
+    values.update(overrides)
+    p = Params(DEFAULTS)
+    p.update(validate(values, "notebook parameters"))
+    if p.hu_window and len(p.hu_window) != 2:
+        raise ParamError(f"'hu_window' must be [] or [low, high], got {p.hu_window}")
+    if p.folds and not 0 <= p.fold < p.folds:
+        raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
+    return p
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The folder holding ``params/`` and ``pyproject.toml`` above ``start`` (or cwd), else cwd."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "pyproject.toml").is_file() and (d / "liverlib").is_dir():
+            return d
+    return here
+
+
+def resolve_path(value: str | Path, root: Path | None = None) -> Path:
+    """An absolute path: relative values are taken from the project root (notebooks run in notebooks/)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (root or project_root()) / p
+
+
+def digest(values: Mapping[str, Any], n: int = 12) -> str:
+    """A short stable hash of JSON-serialisable values (cache and run keys)."""
+    blob = json.dumps(values, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

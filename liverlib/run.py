@@ -1,0 +1,192 @@
+"""The run folder ``outputs/<run_name>/``: paths, atomic writes, stage guards and provenance.
+
+Stages talk only through files here (nnU-Net style). Each stage records the parameters it was run
+with in ``stages/<stage>.json``; a rerun with the same values reuses or resumes, a rerun with other
+values is refused unless ``overwrite: true`` — so nothing already written is silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from liverlib.io import atomic_path
+from liverlib.params import Params, resolve_path
+
+
+class RunError(RuntimeError):
+    """A stage cannot run: missing inputs from an earlier stage, or a conflicting earlier run."""
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (NaN written as null)."""
+    return write_text(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON written by :func:`write_json`, naming the file if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: missing; run the stage that writes it first")
+    return json.loads(path.read_text())
+
+
+def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True, floatfmt: str = ".4f") -> Path:
+    """Write a table as CSV (and Markdown beside it), atomically."""
+    path = Path(path)
+    write_text(path.with_suffix(".csv"), df.to_csv(index=False))
+    if markdown:
+        write_text(path.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    return path.with_suffix(".csv")
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run folder."""
+
+    root: Path
+
+    @classmethod
+    def from_params(cls, p: Params) -> RunDir:
+        """``<output_root>/<run_name>``, created if missing."""
+        if not p.run_name or "/" in p.run_name or p.run_name.startswith("."):
+            raise RunError(f"run_name must be a plain folder name, got {p.run_name!r}")
+        root = resolve_path(p.output_root) / p.run_name
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes.csv"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def figure(self, name: str) -> Path:
+        """``figures/<name>.png``."""
+        return self.figures / f"{name}.png"
+
+    def table(self, name: str) -> Path:
+        """``tables/<name>.csv`` (Markdown beside it)."""
+        return self.tables / f"{name}.csv"
+
+    def require(self, *names: str) -> None:
+        """Raise a clear error when an earlier stage's file is missing."""
+        for name in names:
+            if not (self.root / name).exists():
+                raise RunError(f"{self.root / name}: missing; run the earlier notebook of this run first")
+
+    def guard(self, stage: str, values: dict[str, Any], *, overwrite: bool = False) -> bool:
+        """Record the parameters of ``stage``; refuse if an earlier run used others.
+
+        Returns:
+            True if the stage ran before with the same values (its files may be reused).
+
+        Raises:
+            RunError: the stage ran before with other values and ``overwrite`` is False.
+        """
+        path = self.root / "stages" / f"{stage}.json"
+        current = _clean(values)
+        if path.is_file():
+            before = json.loads(path.read_text())
+            if before == current:
+                return True
+            changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+            if not overwrite:
+                raise RunError(
+                    f"{self.root}: stage '{stage}' already ran here with other parameters ({', '.join(changed)}); "
+                    "use another run_name, or set overwrite: true to replace its outputs"
+                )
+        write_json(path, current)
+        return False
+
+
+def provenance() -> dict[str, Any]:
+    """Package versions, machine, device and git commit, for summaries and reports."""
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "opencv-python-headless",
+                "nibabel", "numpy", "scipy", "pandas", "papermill"):  # fmt: skip
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "git_commit": commit,
+    }

@@ -1,0 +1,85 @@
+"""The study runner: executes the numbered notebooks in order through papermill (STUDY §1–9).
+
+``python -m liverlib study -f params/base.yaml -f params/smoke.yaml`` runs 01 → 06 into
+``outputs/<run_name>/notebooks/``; it stops at the first failing notebook, naming the cell error and
+the partial executed notebook, and ``--start 03`` resumes from a stage (each stage reads only the
+files earlier stages wrote).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from liverlib.params import ParamError, load_profiles, project_root, resolve
+from liverlib.run import RunDir, read_json, write_json
+
+
+def notebooks(root: Path | None = None) -> list[Path]:
+    """The study's notebooks in order (``notebooks/NN_*.ipynb``)."""
+    nb_dir = (root or project_root()) / "notebooks"
+    found = sorted(nb_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"{nb_dir}: no numbered notebooks found; run from a liverlib checkout")
+    return found
+
+
+def study_parameters(profiles: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge profiles and overrides, validated (an unknown key is an error, not papermill's warning)."""
+    values = load_profiles(*profiles)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None or k == "data_dir"})
+    resolve(**values)  # full validation, including cross-field checks
+    return values
+
+
+def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
+              only: list[str] | None = None) -> Path:  # fmt: skip
+    """Execute the notebooks in order with papermill; return the run folder.
+
+    Args:
+        profiles: YAML files merged in order.
+        overrides: values that win over the profiles (e.g. ``data_dir``, ``run_name``).
+        start: a notebook number ("03") or name prefix to restart from.
+        only: notebook numbers to run (default: all from ``start``).
+
+    Raises:
+        SystemExit: at the first failing notebook, after printing its error and partial output path.
+    """
+    import papermill as pm
+
+    values = study_parameters(profiles, overrides)
+    p = resolve(**values)
+    run = RunDir.from_params(p)
+    out_dir = run.root / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbs = notebooks()
+    if start:
+        names = [nb.name for nb in nbs]
+        if not any(n.startswith(start) for n in names):
+            raise ParamError(f"--start {start!r}: no notebook of {names} starts with it")
+        nbs = nbs[next(i for i, n in enumerate(names) if n.startswith(start)):]
+    if only:
+        nbs = [nb for nb in nbs if any(nb.name.startswith(o) for o in only)]
+    timing_path = run.root / "study.json"
+    timings = read_json(timing_path)["notebooks"] if timing_path.is_file() else {}
+    print(f"liverlib study: run {p.run_name!r} -> {run.root}", flush=True)
+    for i, nb in enumerate(nbs, 1):
+        out = out_dir / nb.name
+        print(f"[{i}/{len(nbs)}] {nb.name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=values, kernel_name="python3", cwd=str(nb.parent),
+                                progress_bar=sys.stderr.isatty(), report_mode=False)  # fmt: skip
+        except pm.PapermillExecutionError as exc:
+            print(f"\nFAILED in {nb.name}, cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
+            print(f"the partial executed notebook is {out}", file=sys.stderr)
+            raise SystemExit(1) from None
+        seconds = time.perf_counter() - t0
+        timings[nb.name] = round(seconds, 1)
+        write_json(timing_path, {"profiles": profiles, "parameters": values, "notebooks": timings,
+                                 "total_seconds": round(sum(timings.values()), 1)})  # fmt: skip
+        print(f"      done in {seconds:.1f} s", flush=True)
+    print(f"liverlib study: finished; outputs in {run.root}", flush=True)
+    return run.root
