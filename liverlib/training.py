@@ -1,0 +1,269 @@
+"""Training (STUDY §6, paper §III.A, Table 5, Figs. 6–7).
+
+AdamW (1e-4, wd 1e-5), batch 8, ReduceLROnPlateau on validation loss (×0.5, patience 5), gradient
+clipping at norm 1.0; ``best.pt`` = lowest validation loss, ``last.pt`` every epoch (atomic), and
+``history.csv`` per epoch. Each epoch reseeds from ``seed + epoch``, so a run killed mid-training and
+rerun resumes from ``last.pt`` to the same weights and history as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from liverlib.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.io import atomic_path
+from liverlib.losses import CombinedLoss
+from liverlib.metrics import dice, iou, slice_stats
+from liverlib.model import build_model
+from liverlib.params import TRAIN_KEYS, Params
+from liverlib.preprocess import PreprocessConfig
+from liverlib.run import RunDir, RunError, seed_everything, write_table
+
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_liver_iou",
+    "val_tumor_iou", "lr", "epoch_seconds", "train_slices_per_s",
+]  # fmt: skip
+"""``history.csv`` columns; Dice/IoU are means over validation slices, ε-smoothed (empty/empty = 1)."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available, else CPU; a requested CUDA device that is missing is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
+    """(use autocast, dtype, use grad scaler): bf16 where supported, fp16 + scaler otherwise (T4); off on CPU."""
+    if not enabled or device.type != "cuda":
+        return False, None, False
+    if torch.cuda.is_bf16_supported():
+        return True, torch.bfloat16, False
+    return True, torch.float16, True
+
+
+def model_dir(run: RunDir, model_name: str) -> Path:
+    """``models/<model_name>/`` of the run: checkpoints and history of one model."""
+    return run.root / "models" / model_name
+
+
+def train_config(p: Params, model_name: str) -> dict[str, Any]:
+    """What defines a training run (resume is refused if these differ); ``epochs`` may grow."""
+    cfg = {k: p[k] for k in TRAIN_KEYS if k != "epochs"}
+    cfg["model"] = model_name
+    cfg["preprocess_key"] = PreprocessConfig.from_params(p).key
+    return cfg
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a liverlib checkpoint, naming the file if it is not one."""
+    if not Path(path).is_file():
+        raise RunError(f"{path}: checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise RunError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise RunError(f"{path}: not a liverlib checkpoint (no model/config entries)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the model a checkpoint was trained with and load its weights."""
+    cfg = ckpt["config"]
+    model = build_model(cfg["model"], image_size=cfg["image_size"], encoder=cfg.get("encoder", "resnet34"),
+                        encoder_weights=None, fused_attention=cfg.get("fused_attention", True))  # fmt: skip
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(exc)[:300]}") from exc
+    return model.to(device).eval()
+
+
+def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device) -> DataLoader:
+    g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
+    workers = p.num_workers if device.type == "cuda" or p.num_workers else 0
+    return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, generator=g, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=False,
+                      worker_init_fn=_seed_worker if workers else None, persistent_workers=False)  # fmt: skip
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**31
+    np.random.seed(seed)
+    tf = getattr(info.dataset, "transform", None)
+    if tf is not None and hasattr(tf, "set_random_seed"):
+        tf.set_random_seed(seed)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, device: torch.device, *,
+             channels_last: bool = False, autocast: bool = False, dtype: torch.dtype | None = None) -> dict[str, float]:  # fmt: skip
+    """Validation loss (slice-weighted mean), pixel accuracy over all pixels, mean per-slice Dice/IoU (ε-smoothed)."""
+    model.eval()
+    total, n, correct, pixels = 0.0, 0, 0, 0
+    stats = []
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(device.type, dtype=dtype) if autocast else nullcontext()
+        with ctx:
+            logits = model(x)
+        total += float(loss_fn(logits.float(), y)) * len(x)
+        n += len(x)
+        pred = logits.argmax(1)
+        correct += int((pred == y).sum())
+        pixels += y.numel()
+        stats.append(slice_stats(pred.cpu(), y.cpu()))
+    tp = np.concatenate([s["tp"] for s in stats])
+    fp = np.concatenate([s["fp"] for s in stats])
+    fn = np.concatenate([s["fn"] for s in stats])
+    d, j = dice(tp, fp, fn, empty="smoothed"), iou(tp, fp, fn, empty="smoothed")
+    return {"val_loss": total / n, "val_pixel_acc": correct / pixels, "val_liver_dice": float(d[:, 0].mean()),
+            "val_tumor_dice": float(d[:, 1].mean()), "val_liver_iou": float(j[:, 0].mean()),
+            "val_tumor_iou": float(j[:, 1].mean())}  # fmt: skip
+
+
+def train(p: Params, *, model_name: str | None = None, epochs: int | None = None, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train one model on the run's cache; resume from ``last.pt`` when it exists.
+
+    Args:
+        p: resolved parameters of the run.
+        model_name: "hybrid" or "unet_smp" (default ``p.model``).
+        epochs: number of epochs (default ``p.epochs``).
+        progress: show tqdm bars per epoch.
+        stop_after: stop after this many epochs of this call (to test resume; the run stays resumable).
+
+    Returns:
+        dict with ``history`` (DataFrame), ``best_epoch``, ``dir`` (models/<name>/), ``resumed_from``.
+
+    Raises:
+        RunError: missing or mismatched cache, empty split, or an earlier run here with other parameters.
+    """
+    model_name = model_name or p.model
+    epochs = int(epochs or p.epochs)
+    run = RunDir.from_params(p)
+    cfg_pre = PreprocessConfig.from_params(p)
+    cache = open_run_cache(run, cfg_pre)
+    train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
+    device = resolve_device(p.device)
+    use_amp, amp_dtype, use_scaler = amp_settings(device, p.amp)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    out = model_dir(run, model_name)
+    last_p, best_p, hist_p = out / "last.pt", out / "best.pt", out / "history.csv"
+    config = train_config(p, model_name)
+
+    seed_everything(p.seed)
+    model = build_model(model_name, image_size=p.image_size, encoder=p.encoder, encoder_weights=p.encoder_weights,
+                        fused_attention=p.fused_attention).to(device)  # fmt: skip
+    if p.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor, patience=p.plateau_patience)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
+    history: list[dict[str, Any]] = []
+    best = {"val_loss": float("inf"), "epoch": 0}
+    start = 1
+    if last_p.is_file():
+        ckpt = load_checkpoint(last_p, map_location=device)
+        if ckpt["config"] != config:
+            changed = sorted(k for k in set(config) | set(ckpt["config"]) if config.get(k) != ckpt["config"].get(k))
+            if not p.overwrite:
+                raise RunError(f"{last_p}: an earlier training here used other parameters ({', '.join(changed)}); "
+                               "use another run_name or set overwrite: true")  # fmt: skip
+        else:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            history, best, start = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+    resumed_from = start - 1
+    if p.compile:
+        model = torch.compile(model)
+    import liverlib.augment as aug
+
+    transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma, seed=p.seed) if p.augment else None
+    train_ds = SliceDataset(train_idx, cache, transform)
+    val_ds = SliceDataset(val_idx, cache, None)
+    done_now = 0
+    for epoch in range(start, epochs + 1):
+        seed_everything(p.seed * 1000 + epoch)
+        if transform is not None:
+            transform.set_random_seed(p.seed * 1000 + epoch)
+        model.train()
+        t0 = time.perf_counter()
+        run_loss, seen = 0.0, 0
+        bar = tqdm(_loader(train_ds, p, shuffle=True, epoch=epoch, device=device), desc=f"{model_name} epoch {epoch}/{epochs}",
+                   unit="batch", disable=not progress, leave=False)  # fmt: skip
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if p.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            run_loss += loss.item() * len(x)
+            seen += len(x)
+            bar.set_postfix(loss=f"{run_loss / seen:.4f}")
+        train_s = time.perf_counter() - t0
+        val = validate(model, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device), loss_fn, device,
+                       channels_last=p.channels_last, autocast=use_amp, dtype=amp_dtype)  # fmt: skip
+        lr = opt.param_groups[0]["lr"]
+        sched.step(val["val_loss"])
+        row = {"epoch": epoch, "train_loss": run_loss / seen, **val, "lr": lr,
+               "epoch_seconds": time.perf_counter() - t0, "train_slices_per_s": seen / train_s}  # fmt: skip
+        history.append(row)
+        raw = model._orig_mod if hasattr(model, "_orig_mod") else model
+        if val["val_loss"] < best["val_loss"]:
+            best = {"val_loss": val["val_loss"], "epoch": epoch}
+            save_checkpoint({"model": raw.state_dict(), "config": config, "epoch": epoch, "metrics": row}, best_p)
+        save_checkpoint({"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "config": config, "epoch": epoch, "history": history,
+                         "best": best}, last_p)  # fmt: skip
+        write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), hist_p, markdown=False)
+        if progress:
+            print(f"{model_name} epoch {epoch}/{epochs}: train {row['train_loss']:.4f} val {val['val_loss']:.4f} "
+                  f"liver Dice {val['val_liver_dice']:.3f} tumor Dice {val['val_tumor_dice']:.3f} "
+                  f"({row['epoch_seconds']:.1f} s)", flush=True)  # fmt: skip
+        done_now += 1
+        if stop_after is not None and done_now >= stop_after:
+            break
+    if not history:
+        raise RunError(f"{out}: no epoch was trained (epochs={epochs})")
+    return {"history": pd.DataFrame(history, columns=HISTORY_COLUMNS), "best_epoch": best["epoch"], "dir": out,
+            "resumed_from": resumed_from, "device": str(device), "amp": str(amp_dtype) if use_amp else "off"}  # fmt: skip

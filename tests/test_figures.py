@@ -1,0 +1,276 @@
+"""Tests of liverlib.figures: panel counts, exact overlay / error-map colours, atomic saving, case choice."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from liverlib import figures
+from liverlib.labels import CLASS_NAMES, LABELS
+
+BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]
+YELLOW, BLUE = np.array(figures.FP_COLOUR), np.array(figures.FN_COLOUR)
+
+
+def _case(seed: int = 0, size: int = 16, hu: bool = True, **extra) -> dict:
+    """A tiny slice: HU (or [0, 1]) noise, a liver square with a tumor inside, a shifted prediction."""
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(-1000, 400, (size, size)) if hu else rng.uniform(0, 1, (size, size))
+    gt = np.zeros((size, size), np.uint8)
+    gt[4:12, 4:12] = LIVER
+    gt[6:9, 6:9] = TUMOR
+    pred = np.roll(gt, 1, axis=1)
+    return {"image": image, "gt": gt, "pred": pred, **extra}
+
+
+def _history(val_loss: list[float]) -> pd.DataFrame:
+    n = len(val_loss)
+    epochs = np.arange(1, n + 1)
+    dice = np.linspace(0.3, 0.9, n)
+    return pd.DataFrame(
+        {
+            "epoch": epochs,
+            "train_loss": np.linspace(1.0, 0.2, n),
+            "val_loss": val_loss,
+            "val_liver_dice": dice,
+            "val_tumor_dice": dice / 2,
+            "val_liver_iou": dice / (2 - dice),
+            "val_tumor_iou": dice / 4,
+        }
+    )
+
+
+def _images(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.images]
+
+
+# --- colours -----------------------------------------------------------------------------------------------
+
+
+def test_to_grey_windows_hu_and_keeps_unit_range():
+    hu = np.array([[-1000.0, -200.0], [25.0, 3000.0]])
+    np.testing.assert_allclose(figures.to_grey(hu), [[0.0, 0.0], [0.5, 1.0]])
+    unit = np.array([[0.0, 0.25], [0.5, 1.0]])
+    np.testing.assert_allclose(figures.to_grey(unit), unit)
+    np.testing.assert_allclose(figures.to_grey(unit, hu=True), np.full((2, 2), 200 / 450) + unit / 450)
+
+
+def test_overlay_rgb_blends_class_colours_exactly():
+    image = np.full((1, 3), 0.5)
+    mask = np.array([[BG, LIVER, TUMOR]], np.uint8)
+    rgb = figures.overlay_rgb(image, mask, alpha=0.4)
+    expected = [[[0.5, 0.5, 0.5], [0.3, 0.7, 0.3], [0.7, 0.3, 0.3]]]
+    np.testing.assert_allclose(rgb, expected)
+
+
+def test_error_map_rgb_marks_false_positives_yellow_and_false_negatives_blue():
+    gt = np.array([[BG, LIVER, LIVER, TUMOR, TUMOR, BG]], np.uint8)
+    pred = np.array([[LIVER, BG, TUMOR, LIVER, TUMOR, BG]], np.uint8)
+    # pixel 0: predicted liver on background -> FP; 1: missed liver -> FN; 2: GT liver predicted tumor -> tumor FP;
+    # 3: GT tumor predicted liver -> missed tumor (FN); 4, 5: correct.
+    expected = np.array([[YELLOW, BLUE, YELLOW, BLUE, [0, 0, 0], [0, 0, 0]]], dtype=float)
+    np.testing.assert_array_equal(figures.error_map_rgb(gt, pred), expected)
+
+
+def test_error_map_rgb_dims_the_ct_under_correct_pixels():
+    gt = np.array([[LIVER, LIVER], [BG, BG]], np.uint8)
+    pred = np.array([[LIVER, BG], [LIVER, BG]], np.uint8)
+    image = np.array([[1.0, 1.0], [0.5, 0.5]])
+    rgb = figures.error_map_rgb(gt, pred, image=image, dim=0.4)
+    np.testing.assert_allclose(rgb[0, 0], [0.4] * 3)
+    np.testing.assert_allclose(rgb[1, 1], [0.2] * 3)
+    np.testing.assert_array_equal(rgb[0, 1], BLUE)
+    np.testing.assert_array_equal(rgb[1, 0], YELLOW)
+
+
+def test_masks_are_validated():
+    gt = np.zeros((2, 2), np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        figures.error_map_rgb(gt, np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError, match="values"):
+        figures.error_map_rgb(gt, np.full((2, 2), 7, np.uint8))
+
+
+# --- figures -----------------------------------------------------------------------------------------------
+
+
+def test_fig02_has_four_image_panels():
+    case = _case()
+    fig = figures.fig02_case_overview(case["image"], case["gt"], title="volume 1, slice 3")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 4
+    liver_panel = fig.axes[2].images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(liver_panel), (case["gt"] == LIVER).astype(float))
+
+
+def test_overlay_draws_on_given_axes_or_new_figure():
+    case = _case()
+    ax = figures.overlay(case["image"], case["gt"])
+    assert isinstance(ax.figure, Figure) and len(ax.images) == 1
+    fig = figures.fig02_case_overview(case["image"], case["gt"])
+    assert figures.overlay(case["image"], case["gt"], ax=fig.axes[0]) is fig.axes[0]
+
+
+def test_fig03_one_panel_per_stage_in_order():
+    image = _case()["image"]
+    norm = (image - image.min()) / (image.max() - image.min())
+    stages = {"original": image, "normalised": norm, "CLAHE": norm, "gamma": norm**1.2}
+    fig = figures.fig03_pipeline(stages)
+    assert [ax.get_title() for ax in fig.axes] == list(stages)
+    assert len(figures.fig03_pipeline({"only": norm}).axes) == 1
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_fig04_images_above_histograms(with_mask):
+    case = _case(size=16)
+    enhanced = np.random.default_rng(1).uniform(0, 1, (8, 8))  # another size: the mask is resized
+    fig = figures.fig04_histograms(case["image"], enhanced, mask=case["gt"] if with_mask else None)
+    assert len(fig.axes) == 4 and len(_images(fig)) == 2
+    for hist_ax in fig.axes[2:]:
+        assert len(hist_ax.patches) == (100 + 2 if with_mask else 100)  # all-pixel bars (+ liver, tumor steps)
+        if with_mask:
+            assert [t.get_text() for t in hist_ax.get_legend().get_texts()] == ["all pixels", "liver", "tumor"]
+
+
+def test_fig06_marks_the_lowest_validation_loss():
+    val = [1.5, 0.9, 0.7, 0.31, 0.4, 0.30, 0.35, 0.30]  # minimum 0.30 first at epoch 6 (tie at 8)
+    fig = figures.fig06_loss_curves(_history(val))
+    (best,) = [line for line in fig.axes[0].lines if line.get_label().startswith("best")]
+    assert list(best.get_xdata()) == [6] and list(best.get_ydata()) == [0.30]
+    assert best.get_label() == "best epoch 6" and best.get_color() == "green"
+    assert any("best epoch 6" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_fig07_dice_and_iou_panels():
+    fig = figures.fig07_metric_curves(_history([1.0, 0.5, 0.4]))
+    assert len(fig.axes) == 2
+    assert all(len(ax.lines) == 2 for ax in fig.axes)
+    with pytest.raises(ValueError, match="val_tumor_iou"):
+        figures.fig07_metric_curves(_history([1.0]).drop(columns="val_tumor_iou"))
+
+
+def test_fig08_counts_and_row_normalised_heatmaps():
+    cm = np.array([[900, 50, 0], [10, 80, 10], [0, 0, 0]])
+    fig = figures.fig08_confusion_matrix(cm)
+    heatmaps = [ax for ax in fig.axes if ax.collections and ax.get_xlabel() == "prediction"]
+    assert len(heatmaps) == 2
+    for ax in heatmaps:
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+    normed = np.asarray(heatmaps[1].collections[0].get_array()).reshape(3, 3)
+    np.testing.assert_allclose(normed[:2].sum(axis=1), 1.0)
+    np.testing.assert_allclose(normed[2], 0.0)  # empty row: zeros, not NaN
+    with pytest.raises(ValueError):
+        figures.fig08_confusion_matrix(np.ones((2, 2)))
+
+
+def test_fig09_five_panels_per_case_with_dice_titles():
+    cases = [_case(i, title=f"case {i}", liver_dice=0.9 + i / 100, tumor_dice=0.5) for i in range(3)]
+    fig = figures.fig09_cases(cases)
+    assert len(fig.axes) == 15
+    assert fig.axes[3].get_title() == "pred liver (Dice 0.900)"
+    assert fig.axes[4].get_title() == "pred tumor (Dice 0.500)"
+    assert fig.axes[5].get_ylabel() == "case 1"
+    assert figures.fig09_cases([_case()]).axes[3].get_title() == "pred liver"
+
+
+def test_fig10_gt_row_above_prediction_row():
+    cases = [_case(i, hu=bool(i % 2)) for i in range(6)]
+    fig = figures.fig10_overlays(cases)
+    assert len(fig.axes) == 12
+    top, bottom = fig.axes[0].images[0].get_array(), fig.axes[6].images[0].get_array()
+    np.testing.assert_allclose(top, figures.overlay_rgb(cases[0]["image"], cases[0]["gt"]))
+    np.testing.assert_allclose(bottom, figures.overlay_rgb(cases[0]["image"], cases[0]["pred"]))
+    with pytest.raises(ValueError):
+        figures.fig10_overlays([])
+
+
+def test_fig11_error_map_panel_and_legend():
+    cases = [_case(i, title=s) for i, s in enumerate(figures.STRATA)]
+    fig = figures.fig11_error_maps(cases)
+    assert len(fig.axes) == 12
+    shown = fig.axes[3].images[0].get_array()
+    expected = figures.error_map_rgb(cases[0]["gt"], cases[0]["pred"], image=cases[0]["image"])
+    np.testing.assert_allclose(shown, expected)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["liver", "tumor", "false positive", "false negative"]
+
+
+def test_fig_ablation_bars_and_paper_markers():
+    table = pd.DataFrame(
+        {
+            "arm": ["baseline", "preprocessing"],
+            "liver_dice": [0.88, 0.91],
+            "tumor_dice": [0.74, 0.80],
+            "paper_liver_dice": [0.887, 0.916],
+            "paper_tumor_dice": [0.746, 0.810],
+        }
+    )
+    ax = figures.fig_ablation(table).axes[0]
+    assert len(ax.patches) == 4 and len(ax.lines) == 2
+    assert len(figures.fig_ablation(table.iloc[:, :3]).axes[0].lines) == 0
+
+
+# --- saving ------------------------------------------------------------------------------------------------
+
+
+def test_save_figure_writes_png_atomically(tmp_path):
+    fig = figures.fig02_case_overview(_case()["image"], _case()["gt"])
+    path = figures.save_figure(fig, tmp_path / "new" / "fig02_case_overview.png", dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fig02_case_overview.png"]
+
+
+def test_save_figure_leaves_no_temp_file_on_failure(tmp_path):
+    fig = figures.fig03_pipeline({"a": np.zeros((4, 4))})
+    with pytest.raises(ValueError):
+        figures.save_figure(fig, tmp_path / "fig03.notaformat")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- case choice -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def per_slice() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"tumor_gt_px": rng.integers(0, 500, 30), "error_px": rng.integers(0, 1000, 30)})
+    df.loc[[3, 17], "tumor_gt_px"] = 999  # a tie at the top: row order decides
+    return df.set_axis([f"s{i}" for i in range(30)])
+
+
+def test_select_cases_largest(per_slice):
+    chosen = figures.select_cases(per_slice, 3)
+    assert list(chosen.index[:2]) == ["s3", "s17"]
+    assert chosen["tumor_gt_px"].tolist() == sorted(per_slice["tumor_gt_px"], reverse=True)[:3]
+    assert len(figures.select_cases(per_slice, 100)) == 30
+
+
+def test_select_cases_spread_covers_the_range(per_slice):
+    chosen = figures.select_cases(per_slice, 5, strategy="spread")
+    values = chosen["tumor_gt_px"].tolist()
+    assert len(chosen) == 5 and chosen.index.is_unique
+    assert values == sorted(values)
+    assert values[0] == per_slice["tumor_gt_px"].min() and values[-1] == per_slice["tumor_gt_px"].max()
+    pd.testing.assert_frame_equal(chosen, figures.select_cases(per_slice, 5, strategy="spread"))
+    with pytest.raises(ValueError):
+        figures.select_cases(per_slice, 5, strategy="random")
+
+
+def test_stratify_errors_one_row_per_tertile():
+    df = pd.DataFrame({"error_px": [50, 10, 90, 30, 70, 20, 80, 40, 60]})  # tertiles 10-30, 40-60, 70-90
+    chosen = figures.stratify_errors(df)
+    assert chosen["stratum"].tolist() == ["small", "medium", "large"]
+    assert chosen["error_px"].tolist() == [20, 50, 80]
+    two = figures.stratify_errors(df, n_per_stratum=2)
+    assert two["stratum"].value_counts().to_dict() == {"small": 2, "medium": 2, "large": 2}
+    assert two.groupby("stratum")["error_px"].max()["small"] < two.groupby("stratum")["error_px"].min()["medium"]
+    pd.testing.assert_frame_equal(two, figures.stratify_errors(df, n_per_stratum=2))
+    with pytest.raises(ValueError):
+        figures.stratify_errors(df.head(2))
