@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=16)
     seg.add_argument("--overwrite", action="store_true")
     seg.add_argument("--liver-lcc", action="store_true", help="keep only the largest liver component")
+    seg.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
     seg.set_defaults(func=_segment)
 
     b = sub.add_parser("bench", help="benchmark training, inference and the data path; writes docs/benchmarks.md")

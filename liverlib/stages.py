@@ -32,7 +32,6 @@ def example_slice(run: RunDir, split: str = "train") -> pd.Series:
 
 def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 01: curation → ``volumes.csv``, ``manifest.csv``, ``splits.json``, Table 3, Fig. 2."""
-    from liverlib import figures
 
     run = RunDir.from_params(p)
     same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite)
@@ -48,13 +47,43 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
                                 "splits": splits})  # fmt: skip
     t3 = table3(manifest)
     write_table(t3, run.table("table03_split_summary"))
+    render_fig02(run)
+    return {"run": run, "volumes": volumes, "manifest": manifest, "splits": splits, "table03": t3,
+            "fig02": run.figure("fig02_case_overview")}  # fmt: skip
+
+
+def render_fig02(run: RunDir) -> Path:
+    """Fig. 2 (CT, combined mask, liver, tumor) for the training slice with the most tumor (reads one NIfTI)."""
+    from liverlib import figures
+
     row = example_slice(run)
     case = load_case(row.volume_path, row.mask_path)
     fig = figures.fig02_case_overview(case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)],
                                       title=f"volume {int(row.volume_id)}, slice {int(row.slice_idx)}")  # fmt: skip
-    figures.save_figure(fig, run.figure("fig02_case_overview"))
-    return {"run": run, "volumes": volumes, "manifest": manifest, "splits": splits, "table03": t3,
-            "fig02": run.figure("fig02_case_overview")}  # fmt: skip
+    return figures.save_figure(fig, run.figure("fig02_case_overview"))
+
+
+def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
+    """Figs. 3–4 on the example slice; returns the stages and the liver−tumor contrast before/after."""
+    from liverlib import figures
+    from liverlib.labels import LABELS
+
+    row = example_slice(run)
+    case = load_case(row.volume_path, row.mask_path)
+    hu, mask = case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)]
+    stages = preprocess_slice(hu, cfg, stages=True)
+    figures.save_figure(figures.fig03_pipeline(stages), run.figure("fig03_preprocessing_pipeline"))
+    raw = stages["normalised"]
+    enhanced = stages.get("gamma", stages.get("CLAHE", raw))
+    figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure("fig04_intensity_histograms"))
+    liver, tumor = mask == LABELS["liver"], mask == LABELS["tumor"]
+    out: dict[str, Any] = {"stages": stages, "example_slice": {"volume_id": int(row.volume_id), "slice_idx": int(row.slice_idx)}}
+    if liver.any() and tumor.any():
+        out["example_contrast"] = {
+            "liver_minus_tumor_normalised": float(raw[liver].mean() - raw[tumor].mean()),
+            "liver_minus_tumor_enhanced": float(enhanced[liver].mean() - enhanced[tumor].mean()),
+        }
+    return out
 
 
 def selected_volumes(run: RunDir) -> pd.DataFrame:
@@ -70,7 +99,6 @@ def selected_volumes(run: RunDir) -> pd.DataFrame:
 def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progress: bool = True,
                       figures_too: bool = True) -> dict[str, Any]:  # fmt: skip
     """Notebook 02: build (or reuse) the cache → ``preprocess.json``, Figs. 3–4."""
-    from liverlib import figures
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "volumes.csv")
@@ -79,24 +107,9 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     manifest = pd.read_csv(run.manifest)
     out: dict[str, Any] = {"run": run, "stats": stats}
     if figures_too:
-        row = example_slice(run)
-        case = load_case(row.volume_path, row.mask_path)
-        hu, mask = case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)]
-        stages = preprocess_slice(hu, cfg, stages=True)
-        figures.save_figure(figures.fig03_pipeline(stages), run.figure("fig03_preprocessing_pipeline"))
-        raw = stages["normalised"]
-        enhanced = stages.get("gamma", stages.get("CLAHE", raw))
-        figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure("fig04_intensity_histograms"))
-        from liverlib.labels import LABELS
-
-        liver, tumor = mask == LABELS["liver"], mask == LABELS["tumor"]
-        stats["example_slice"] = {"volume_id": int(row.volume_id), "slice_idx": int(row.slice_idx)}
-        if liver.any() and tumor.any():
-            stats["example_contrast"] = {
-                "liver_minus_tumor_normalised": float(raw[liver].mean() - raw[tumor].mean()),
-                "liver_minus_tumor_enhanced": float(enhanced[liver].mean() - enhanced[tumor].mean()),
-            }
-        out.update(stages=stages, fig03=run.figure("fig03_preprocessing_pipeline"),
+        example = render_fig03_04(run, cfg)
+        stats.update({k: v for k, v in example.items() if k != "stages"})
+        out.update(stages=example["stages"], fig03=run.figure("fig03_preprocessing_pipeline"),
                    fig04=run.figure("fig04_intensity_histograms"))  # fmt: skip
     stats["manifest_slices"] = {s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}
     write_json(run.root / "preprocess.json", stats)
@@ -112,3 +125,83 @@ def cache_stats(p: Params) -> dict[str, Any]:
     cache = SliceCache(Path(info["cache_dir"]))
     vals = np.concatenate([np.asarray(cache.image(v)[::4]).ravel()[::97] for v in selected_volumes(run).volume_id])
     return {"mean": float(vals.mean()), "std": float(vals.std()), "min": float(vals.min()), "max": float(vals.max())}
+
+
+
+def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
+    """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Table 1, Table 5, Figs. 6–7."""
+    from liverlib import report, tables
+    from liverlib.model import HybridTransUNet, count_parameters
+    from liverlib.training import train
+
+    run = RunDir.from_params(p)
+    t1 = tables.table01_architecture(256)
+    write_table(t1, run.table("table01_architecture"), floatfmt=",.0f")
+    counts = count_parameters(HybridTransUNet())
+    result = train(p, progress=progress)
+    hist = result["history"]
+    out = {"run": run, "table01": t1, "parameters": counts, "main": result}
+    if p.train_baseline and p.model != "unet_smp":
+        out["baseline"] = train(p, model_name="unet_smp", epochs=p.baseline_epochs or p.epochs, progress=progress)
+    write_json(run.root / "training.json", {
+        "parameters": counts, "model": p.model, "best_epoch": result["best_epoch"], "device": result["device"],
+        "amp": result["amp"], "epochs": int(hist.epoch.max()), "train_seconds": float(hist.epoch_seconds.sum()),
+        "baseline_best_epoch": out["baseline"]["best_epoch"] if "baseline" in out else None,
+    })  # fmt: skip
+    out.update(report.render_training(run, p))
+    return out
+
+
+def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
+    """Notebook 04: test metrics → per_slice.csv, per_volume.csv, summary.json, Tables 6–7, Figs. 8–11."""
+    from liverlib import report
+    from liverlib.evaluation import evaluate, write_outputs
+    from liverlib.training import model_dir
+
+    run = RunDir.from_params(p)
+    ev = evaluate(p, progress=progress)
+    write_outputs(run, ev)
+    out = {"run": run, **ev}
+    if p.train_baseline and p.model != "unet_smp" and (model_dir(run, "unet_smp") / "best.pt").is_file():
+        base = evaluate(p, model_name="unet_smp", progress=progress, save_predictions=False)
+        write_outputs(run, base, prefix="models/unet_smp")
+        out["baseline_summary"] = base["summary"]
+    out.update(report.render_evaluation(run))
+    return out
+
+
+def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
+    """Notebook 05: the preprocessing ablation → ``ablation/<arm>/``, Table 4 and its bar chart."""
+    from liverlib import figures
+    from liverlib.ablation import run_ablation as _run
+
+    run = RunDir.from_params(p)
+    run.require("manifest.csv", "summary.json")
+    t4 = _run(p, progress=progress)
+    write_table(t4, run.table("table04_ablation"))
+    figures.save_figure(figures.fig_ablation(t4), run.figure("fig_ablation"))
+    return {"run": run, "table04": t4, "fig": run.figure("fig_ablation")}
+
+
+def run_figures(p: Params) -> dict[str, Any]:
+    """Notebook 06: every figure and table from the run's files (no training) and ``report.md``."""
+    from liverlib import report, tables
+    from liverlib.ablation import table04
+
+    run = RunDir.from_params(p)
+    run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
+    write_table(tables.table01_architecture(256), run.table("table01_architecture"), floatfmt=",.0f")
+    write_table(tables.table02_loss(p), run.table("table02_loss"))
+    write_table(table3(pd.read_csv(run.manifest)), run.table("table03_split_summary"))
+    render_fig02(run)
+    render_fig03_04(run, PreprocessConfig.from_params(read_json(run.root / "preprocess.json")["config"]))
+    report.render_training(run, p)
+    report.render_evaluation(run)
+    try:
+        write_table(table04(p), run.table("table04_ablation"))
+    except RunError as exc:  # the ablation notebook was not run: say so in the table
+        write_table(pd.DataFrame([{"arm": "not run", "note": str(exc)}]), run.table("table04_ablation"))
+    write_table(report.table08_comparison(run), run.table("table08_comparison"), floatfmt=".2f")
+    path = report.write_report(run, p)
+    return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),
+            "tables": sorted(run.tables.glob("*.csv"))}  # fmt: skip

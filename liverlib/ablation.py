@@ -1,0 +1,116 @@
+"""The preprocessing ablation (STUDY §8, paper Table 4): each arm is its own parameterised run.
+
+An arm reuses the main run's curation files (same volumes, same split) and the shared preprocessed
+caches, then executes notebooks 02 → 03 → 04 with papermill into
+``outputs/<run>/ablation/<arm>/``; Table 4 is read back from each arm's ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from liverlib import paper
+from liverlib.params import ParamError, Params, project_root, resolve_path
+from liverlib.run import RunDir, RunError, read_json
+
+ARMS: dict[str, dict[str, Any]] = {
+    "paper": {"use_clahe": True, "use_gamma": True, "hu_window": []},
+    "no_enhancement": {"use_clahe": False, "use_gamma": False, "hu_window": []},  # the paper's baseline
+    "clahe_only": {"use_clahe": True, "use_gamma": False, "hu_window": []},
+    "gamma_only": {"use_clahe": False, "use_gamma": True, "hu_window": []},
+    "hu_window": {"use_clahe": True, "use_gamma": True, "hu_window": [-200, 250]},
+}
+"""Preprocessing of each arm; everything else is the main run's."""
+
+CURATION_FILES = ("manifest.csv", "volumes.csv", "splits.json", "stages/01_curation.json")
+
+
+def arm_params(p: Params, arm: str) -> dict[str, Any]:
+    """The parameters an arm runs with: the main run's, its preprocessing, its own folder, the shared cache."""
+    if arm not in ARMS:
+        raise ParamError(f"ablation_arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    from liverlib.stages import cache_root
+
+    root = RunDir.from_params(p).root
+    values = dict(p)
+    values.update(ARMS[arm])
+    values.update(run_name=arm, output_root=str(root / "ablation"), cache_dir=str(cache_root(p)),
+                  epochs=p.ablation_epochs or p.epochs, train_baseline=False)  # fmt: skip
+    return values
+
+
+def run_arm(p: Params, arm: str, *, progress: bool = True) -> Path:
+    """Execute notebooks 02–04 for one arm (resumable: finished stages reuse their files)."""
+    import papermill as pm
+
+    values = arm_params(p, arm)
+    main = RunDir.from_params(p)
+    main.require(*CURATION_FILES[:3])
+    out = Path(values["output_root"]) / arm
+    for name in CURATION_FILES:
+        dst = out / name
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(main.root / name, dst)
+    nb_dir = project_root() / "notebooks"
+    for nb in ("02_preprocessing", "03_training", "04_evaluation"):
+        src = nb_dir / f"{nb}.ipynb"
+        dst = out / "notebooks" / f"{nb}.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=values, kernel_name="python3", cwd=str(nb_dir),
+                                progress_bar=False, log_output=False)  # fmt: skip
+        except pm.PapermillExecutionError as exc:
+            raise RunError(f"ablation arm {arm!r} failed in {nb}: {exc.ename}: {exc.evalue} (see {dst})") from None
+    return out
+
+
+def reuse_main(p: Params, arm: str) -> bool:
+    """True when an arm would repeat the main run exactly (same preprocessing and epochs)."""
+    same_pre = all(p[k] == v for k, v in ARMS[arm].items())
+    return same_pre and (p.ablation_epochs in (0, p.epochs)) and p.model == "hybrid"
+
+
+def table04(p: Params) -> pd.DataFrame:
+    """Table 4 from each arm's ``summary.json`` (per slice and per volume Dice), the paper's values beside."""
+    main = RunDir.from_params(p)
+    rows = []
+    for arm in p.ablation_arms:
+        path = main.root / "summary.json" if reuse_main(p, arm) else main.root / "ablation" / arm / "summary.json"
+        if not path.is_file():
+            raise RunError(f"{path}: missing; run the ablation arm {arm!r} (notebook 05)")
+        s = read_json(path)
+        ps, pv = s["per_slice"], s.get("per_volume", {})
+        ref = paper.ABLATION.get(arm, (None, None))
+        rows.append({
+            "arm": arm, **{k: ARMS[arm][k] for k in ("use_clahe", "use_gamma")}, "hu_window": str(ARMS[arm]["hu_window"] or "none"),
+            "epochs": s["provenance"]["params"]["epochs"], "best_epoch": s["checkpoint_epoch"],
+            "liver_dice": ps["liver_dice_smoothed"]["mean"], "tumor_dice": ps["tumor_dice_smoothed"]["mean"],
+            "tumor_dice_gt_positive": ps["tumor_dice_gt_positive"]["mean"],
+            "liver_dice_per_volume": pv.get("liver_dice_per_case", {}).get("mean"),
+            "tumor_dice_per_volume": pv.get("tumor_dice_per_case", {}).get("mean"),
+            "paper_liver_dice": ref[0], "paper_tumor_dice": ref[1],
+            "source": "main run" if reuse_main(p, arm) else f"ablation/{arm}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_ablation(p: Params, *, progress: bool = True) -> pd.DataFrame:
+    """Run every arm in ``ablation_arms`` (reusing the main run where it is the same) and build Table 4."""
+    from tqdm.auto import tqdm
+
+    for arm in tqdm(list(p.ablation_arms), desc="ablation arms", unit="arm", disable=not progress):
+        if arm not in ARMS:
+            raise ParamError(f"ablation_arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+        if not reuse_main(p, arm):
+            run_arm(p, arm, progress=progress)
+    return table04(p)
+
+
+def output_root_of(p: Params) -> Path:
+    """Where arms live: ``<run>/ablation``."""
+    return resolve_path(p.output_root) / p.run_name / "ablation"

@@ -1,0 +1,159 @@
+"""Evaluation (STUDY §7, paper §II.F, §III.D): per slice as the paper, per volume as LiTS.
+
+Per slice: the test split's curated slices at the model's resolution, metrics of
+:mod:`liverlib.metrics` with their empty-mask rules named. Per volume: every slice of each test
+volume is predicted, probabilities are resized to the original in-plane size, and Dice, ASSD and
+HD95 (mm, the file's spacing) are computed LiTS-style (liver = label ≥ 1, tumor = label 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from liverlib import paper
+from liverlib.dataset import open_run_cache, split_index
+from liverlib.inference import predict_labels
+from liverlib.io import atomic_path, load_case, save_mask_like
+from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices, volume_metrics
+from liverlib.params import Params
+from liverlib.preprocess import PreprocessConfig
+from liverlib.run import RunDir, provenance, write_table
+from liverlib.stats import bootstrap_ci, paired_ttest
+from liverlib.training import load_checkpoint, model_dir, model_from_checkpoint, resolve_device
+
+VOLUME_RULES = {
+    "dice": "nan: a volume whose prediction and ground truth are both empty for a class is left out of means",
+    "distance": "nan: ASSD/HD95 are undefined when either mask is empty; such volumes are left out and counted",
+    "classes": "LiTS: liver = label >= 1 (tumor included), tumor = label 2",
+}
+
+
+def evaluate(p: Params, *, model_name: str | None = None, progress: bool = True, save_predictions: bool = True) -> dict[str, Any]:
+    """Score ``models/<model>/best.pt`` on the test split, per slice and per volume.
+
+    Returns:
+        dict with ``per_slice`` (DataFrame), ``per_volume`` (DataFrame), ``summary`` (dict, also written
+        as ``summary.json`` by :func:`liverlib.stages.run_evaluation`), ``confusion`` (3×3) and ``arrays``
+        (test slices' images, ground truth and predictions at the model's resolution, for figures).
+    """
+    model_name = model_name or p.model
+    run = RunDir.from_params(p)
+    cfg = PreprocessConfig.from_params(p)
+    cache = open_run_cache(run, cfg)
+    test = split_index(run, "test")
+    device = resolve_device(p.device)
+    ckpt_path = model_dir(run, model_name) / "best.pt"
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    if ckpt["config"].get("image_size") != p.image_size or ckpt["config"].get("preprocess_key") != cfg.key:
+        from liverlib.run import RunError
+
+        raise RunError(f"{ckpt_path}: trained on another image size or preprocessing than these parameters")
+    model = model_from_checkpoint(ckpt, device)
+    t0 = time.perf_counter()
+
+    # per slice (paper): the curated test slices at the model's resolution
+    images = np.stack([cache.image(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
+    gt = np.stack([cache.mask(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
+    pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, progress=progress,
+                          desc="test slices")  # fmt: skip
+    per_slice = per_slice_table(pred, gt, ids={"volume_id": test.volume_id.to_numpy(), "slice_idx": test.slice_idx.to_numpy()})
+    per_slice["error_px"] = per_slice.liver_fp + per_slice.liver_fn + per_slice.tumor_fp + per_slice.tumor_fn
+    cm = confusion_matrix(pred, gt)
+    slice_seconds = time.perf_counter() - t0
+
+    # per volume (LiTS): every slice, back at the original in-plane size, millimetres
+    vols = pd.read_csv(run.volumes, keep_default_na=False)
+    vols = vols[vols.volume_id.isin(test.volume_id.unique())]
+    rows = []
+    t1 = time.perf_counter()
+    for r in tqdm(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
+        case = load_case(r.volume_path, r.mask_path)
+        labels = predict_labels(model, cache.image(r.volume_id), out_size=case.mask.shape[1:], batch_size=p.eval_batch_size,
+                                device=device, amp=p.amp)  # fmt: skip
+        m = volume_metrics(labels, case.mask, case.spacing, liver_lcc=p.liver_lcc)
+        rows.append({"volume_id": int(r.volume_id), "slices": case.mask.shape[0], "spacing": "x".join(f"{s:.3g}" for s in case.spacing),
+                     **{k: v for k, v in m.items() if not isinstance(v, str)}})  # fmt: skip
+        if save_predictions:
+            save_mask_like(labels, case, run.root / "predictions" / model_name / f"prediction-{int(r.volume_id)}.nii.gz")
+    per_volume = pd.DataFrame(rows)
+    volume_seconds = time.perf_counter() - t1
+    summary = summarize(p, per_slice, per_volume, cm, ckpt, model_name)
+    summary["timing"] = {"per_slice_seconds": round(slice_seconds, 2), "per_volume_seconds": round(volume_seconds, 2)}
+    return {"per_slice": per_slice, "per_volume": per_volume, "summary": summary, "confusion": cm,
+            "arrays": {"images": images, "gt": gt, "pred": pred}}  # fmt: skip
+
+
+def _volume_summary(per_volume: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in ("liver", "tumor"):
+        d = per_volume[f"{c}_dice"].astype(float)
+        tp, pv, gv = (per_volume[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
+        out[f"{c}_dice_per_case"] = {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if d.notna().sum() > 1 else None,
+                                     "n": int(d.notna().sum()), "rule": VOLUME_RULES["dice"]}  # fmt: skip
+        out[f"{c}_dice_global"] = {"value": float(2 * tp / (pv + gv)) if pv + gv else None,
+                                   "rule": "pooled voxels of all test volumes"}  # fmt: skip
+        for k in ("assd_mm", "hd95_mm"):
+            v = per_volume[f"{c}_{k}"].astype(float)
+            out[f"{c}_{k}"] = {"mean": float(v.mean()) if v.notna().any() else None, "n": int(v.notna().sum()),
+                               "undefined": int(v.isna().sum()), "rule": VOLUME_RULES["distance"]}  # fmt: skip
+    return out
+
+
+def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: np.ndarray, ckpt: dict[str, Any],
+              model_name: str) -> dict[str, Any]:  # fmt: skip
+    """``summary.json``: per-slice and per-volume metrics with rules, CIs, t-test, counts, paper values, provenance."""
+    s = summarize_slices(per_slice)
+    ci = {}
+    for c in ("liver", "tumor"):
+        for col, key in ((f"{c}_dice_smoothed", f"{c}_dice_smoothed"),):
+            ci[key] = dict(zip(("low", "high"), bootstrap_ci(per_slice[col].to_numpy(), n_resamples=p.bootstrap_resamples,
+                                                              seed=p.seed)))  # fmt: skip
+        pos = per_slice[per_slice[f"{c}_gt_px"] > 0]
+        ci[f"{c}_dice_gt_positive"] = dict(zip(("low", "high"), bootstrap_ci(pos[f"{c}_dice_smoothed"].to_numpy(),
+                                                                            n_resamples=p.bootstrap_resamples, seed=p.seed)))  # fmt: skip
+    for v in ci.values():
+        v.update(method="percentile bootstrap, 95%", resamples=p.bootstrap_resamples, seed=p.seed)
+    tt = paired_ttest(per_slice.liver_dice_smoothed.to_numpy(), per_slice.tumor_dice_smoothed.to_numpy())
+    tt["what"] = "paired t-test, liver vs tumor Dice (ε-smoothed) over test slices (scipy.stats.ttest_rel)"
+    return {
+        "model": model_name,
+        "checkpoint_epoch": int(ckpt["epoch"]),
+        "val_best": {k: v for k, v in ckpt.get("metrics", {}).items() if k.startswith("val_")},
+        "per_slice": s,
+        "per_volume": _volume_summary(per_volume) if len(per_volume) else {},
+        "per_volume_rows": per_volume.to_dict(orient="records"),
+        "confidence_intervals": ci,
+        "ttest_liver_vs_tumor": tt,
+        "confusion_matrix": {"rows": "truth", "cols": "prediction", "classes": ["background", "liver", "tumor"],
+                             "counts": cm.tolist()},  # fmt: skip
+        "counts": {"test_slices": int(len(per_slice)), "test_slices_with_tumor": int((per_slice.tumor_gt_px > 0).sum()),
+                   "test_volumes": int(per_slice.volume_id.nunique())},  # fmt: skip
+        "rules": {"per_slice_dice": "smoothed: (2TP+eps)/(2TP+FP+FN+eps), eps=1e-6, empty/empty = 1",
+                  "per_slice_classes": "paper: liver = label 1, tumor = label 2",
+                  "iou": "counted from TP/FP/FN (not derived from Dice)", **{f"per_volume_{k}": v for k, v in VOLUME_RULES.items()}},  # fmt: skip
+        "paper": {"test": paper.TEST, "val_best": paper.VAL_BEST, "ci95": paper.CI95, "ttest": paper.TTEST},
+        "provenance": {**provenance(), "params": dict(p), "preprocess_key": ckpt["config"].get("preprocess_key")},
+    }
+
+
+def write_outputs(run: RunDir, result: dict[str, Any], prefix: str = "") -> None:
+    """Write ``per_slice.csv``, ``per_volume.csv`` and ``summary.json`` (atomically) under ``prefix``."""
+    from liverlib.run import write_json
+
+    base = run.root / prefix if prefix else run.root
+    write_table(result["per_slice"], base / "per_slice.csv", markdown=False)
+    write_table(result["per_volume"], base / "per_volume.csv", markdown=False)
+    write_json(base / "summary.json", result["summary"])
+    tmp = atomic_path(base / "test_predictions.npz")
+    try:
+        with open(tmp, "wb") as fh:  # test slices at the model's resolution, for Figs. 9-11 (notebook 06)
+            np.savez_compressed(fh, **result["arrays"])
+        os.replace(tmp, base / "test_predictions.npz")
+    finally:
+        tmp.unlink(missing_ok=True)

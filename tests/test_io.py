@@ -1,0 +1,324 @@
+"""Tests of liverlib.io: discovery, loading in the display convention, the inverse, atomic writes, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import ORIENTED, WORLD_SPACING, file_order, hand_affine, tiny_pair, write_nifti
+
+import liverlib.io as lio
+from liverlib.io import CaseError, check_pair, find_cases, from_display, load_case, save_mask_like, to_display
+from liverlib.labels import LABELS
+
+# --- orientation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codes", ORIENTED)
+def test_every_orientation_loads_to_the_same_display_arrays(oriented_dir, anatomy, codes):
+    image, mask = anatomy
+    vol, seg = oriented_dir[codes]
+    assert "".join(nib.aff2axcodes(nib.load(vol).affine)) == codes  # the file really is stored that way
+    case = load_case(vol, seg)
+    assert case.image.dtype == np.int16 and case.mask.dtype == np.uint8
+    assert np.array_equal(case.image, image) and np.array_equal(case.mask, mask)
+    assert case.axcodes == tuple(codes) and case.source_shape == nib.load(vol).shape
+    np.testing.assert_allclose(case.spacing, (WORLD_SPACING["z"], WORLD_SPACING["y"], WORLD_SPACING["x"]), rtol=1e-6)
+    np.testing.assert_allclose(case.affine, hand_affine(codes))
+
+
+def test_orientations_differ_on_disk(oriented_dir):
+    """Guard against a vacuous fixture: the files hold different voxel orders."""
+    arrays = [np.asanyarray(nib.load(oriented_dir[c][0]).dataobj) for c in ("RAS", "LPS", "LAS")]
+    assert not np.array_equal(arrays[0], arrays[1]) and not np.array_equal(arrays[1], arrays[2])
+    assert np.asanyarray(nib.load(oriented_dir["SRA"][0]).dataobj).shape[0] == 12  # slices on the first axis
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "LAS", "ASL"])
+def test_marker_at_right_anterior_superior_lands_left_top_last(tmp_path, codes):
+    """A marker at the patient's right/anterior/superior corner ends up image left, top, last slice."""
+    ras = np.zeros((10, 8, 6), np.int16)  # RAS voxel order: i → right, j → anterior, k → superior
+    ras[-2:, -2:, -2:] = 1000  # patient's right, anterior, superior corner
+    ras[0, 0, 0] = -500  # left, posterior, inferior corner
+    # the same world content in another voxel order: permute/flip RAS axes by hand
+    letters = {"R": (0, False), "L": (0, True), "A": (1, False), "P": (1, True), "S": (2, False), "I": (2, True)}
+    data = ras.transpose([letters[c][0] for c in codes])
+    data = data[tuple(slice(None, None, -1) if letters[c][1] else slice(None) for c in codes)]
+    vol = write_nifti(tmp_path / "volume-1.nii", np.ascontiguousarray(data), hand_affine(codes))
+    img = load_case(vol).image
+    assert img.shape == (6, 8, 10)  # (slices = k, rows = j, cols = i)
+    s, r, c = np.nonzero(img == 1000)
+    assert set(s) == {4, 5} and set(r) == {0, 1} and set(c) == {0, 1}  # last slices, top rows, left cols
+    assert img[0, -1, -1] == -500  # inferior slice, bottom row (posterior), right col (patient's left)
+
+
+def test_spacing_follows_the_display_axes(tmp_path):
+    aff = hand_affine("SRA")  # voxel axes: z, x, y
+    vol = write_nifti(tmp_path / "volume-1.nii.gz", np.zeros((5, 6, 7), np.int16), aff)
+    case = load_case(vol)
+    assert case.image.shape == (5, 7, 6)  # (z, y, x)
+    np.testing.assert_allclose(case.spacing, (2.5, 0.8, 0.7), rtol=1e-6)
+
+
+def test_slightly_oblique_affine_uses_the_closest_axes(oriented_dir, anatomy, tmp_path):
+    image, _ = anatomy
+    aff = hand_affine("LPS")
+    t = np.deg2rad(4)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    aff[:3, :3] = rot @ aff[:3, :3]
+    vol = write_nifti(tmp_path / "volume-1.nii", file_order(image, "LPS"), aff)
+    assert np.array_equal(load_case(vol).image, image)
+
+
+@pytest.mark.parametrize("codes", ORIENTED)
+def test_from_display_inverts_to_display(codes):
+    aff = hand_affine(codes)
+    display = np.arange(12 * 20 * 24, dtype=np.int32).reshape(12, 20, 24)
+    x = file_order(display, codes)
+    assert np.array_equal(to_display(x, aff), display)
+    assert np.array_equal(from_display(display, aff), x)
+    assert np.array_equal(from_display(to_display(x, aff), aff), x)
+    assert to_display(x, aff).flags["C_CONTIGUOUS"] and from_display(display, aff).flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("codes", ["LPS", "SRA"])
+def test_save_mask_like_overlays_the_reference(oriented_dir, anatomy, tmp_path, ext, codes):
+    _, mask = anatomy
+    vol, _ = oriented_dir[codes]
+    ref = nib.load(vol)
+    out_dir = tmp_path / "pred"
+    pred = np.zeros_like(mask)
+    pred[mask == LABELS["tumor"]] = LABELS["tumor"]
+    pred[0, 0, 0] = LABELS["liver"]  # an asymmetric voxel: inferior, anterior, patient's right
+    path = save_mask_like(pred, vol, out_dir / f"segmentation-0{ext}")
+    assert sorted(os.listdir(out_dir)) == [f"segmentation-0{ext}"]  # no temp file left
+    out = nib.load(path)
+    assert out.shape == ref.shape and out.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    np.testing.assert_allclose(out.header.get_zooms(), ref.header.get_zooms(), rtol=1e-6)
+    data = np.asanyarray(out.dataobj)
+    assert np.array_equal(data, from_display(pred, ref.affine))
+    assert np.array_equal(data, file_order(pred, codes))  # the hand-built voxel order of that file
+    # reading it back beside its reference gives the display array written
+    assert np.array_equal(load_case(vol, path).mask, pred)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == (ext == ".nii.gz")  # gzip magic only for .nii.gz
+
+
+def test_save_mask_like_accepts_a_case_and_rejects_a_wrong_shape(oriented_dir, anatomy, tmp_path):
+    _, mask = anatomy
+    case = load_case(*oriented_dir["LAS"])
+    path = save_mask_like(mask, case, tmp_path / "m.nii.gz")
+    assert np.array_equal(load_case(case.volume_path, path).mask, mask)
+    with pytest.raises(CaseError, match="does not fit"):
+        save_mask_like(mask[:-1], case, tmp_path / "bad.nii")
+    assert sorted(os.listdir(tmp_path)) == ["m.nii.gz"]
+
+
+def test_save_mask_like_resets_the_reference_scaling(tmp_path, anatomy):
+    """A reference stored with scl_slope/inter (HU = 2·v − 1024) must not rescale the labels written."""
+    image, mask = anatomy
+    aff = hand_affine("LPS")
+    img = nib.Nifti1Image(file_order(image, "LPS"), aff)
+    img.header.set_slope_inter(2.0, -1024.0)
+    nib.save(img, str(tmp_path / "volume-5.nii"))
+    path = save_mask_like(mask, tmp_path / "volume-5.nii", tmp_path / "out" / "seg.nii")
+    assert np.array_equal(np.asanyarray(nib.load(path).dataobj), file_order(mask, "LPS"))
+    assert np.array_equal(load_case(tmp_path / "volume-5.nii", path).mask, mask)
+
+
+def test_save_nifti_replaces_atomically(tmp_path):
+    p = tmp_path / "x.nii.gz"
+    lio.save_nifti(np.zeros((2, 3, 4), np.uint8), np.eye(4), p)
+    lio.save_nifti(np.ones((2, 3, 4), np.uint8), np.eye(4), p)
+    assert np.asanyarray(nib.load(p).dataobj).min() == 1
+    assert os.listdir(tmp_path) == ["x.nii.gz"]
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+def test_find_cases_flat_folder(flat_dir):
+    cases = find_cases(flat_dir)
+    assert [c.case_id for c in cases] == [2, 3, 7, 10]  # sorted by N, numerically
+    by = {c.case_id: c for c in cases}
+    assert by[10].volume.name == "volume-10.nii.gz" and by[10].mask.name == "segmentation-10.nii.gz"
+    assert by[3].mask == flat_dir / "segmentation-3.nii"
+    assert by[7].mask is None
+
+
+def test_find_cases_kaggle_layout_two_roots(kaggle_root):
+    cases = find_cases(kaggle_root)
+    assert [c.case_id for c in cases] == [0, 1, 12, 51, 60]
+    for c in cases:
+        assert c.mask is not None and c.mask.parent.name == "segmentations"
+        assert c.mask.name.startswith(f"segmentation-{c.case_id}.nii")
+    by = {c.case_id: c for c in cases}
+    assert by[51].volume.parent.name == "volume_pt6" and by[1].volume.name.endswith(".nii.gz")
+    case = load_case(by[60].volume, by[60].mask)  # pairs across dataset roots load together
+    assert case.case_id == 60 and case.mask.shape == case.image.shape
+
+
+def test_find_cases_duplicate_n_names_both_files(tmp_path):
+    tiny_pair(tmp_path / "volume_pt1", 4, mask_dir=tmp_path / "segmentations")
+    write_nifti(tmp_path / "volume_pt2" / "volume-4.nii.gz", np.zeros((6, 5, 4), np.int16))
+    with pytest.raises(CaseError, match="volume-4 found twice") as exc:
+        find_cases(tmp_path)
+    msg = str(exc.value)
+    assert str(tmp_path / "volume_pt1" / "volume-4.nii") in msg and str(tmp_path / "volume_pt2" / "volume-4.nii.gz") in msg
+    (tmp_path / "volume_pt2" / "volume-4.nii.gz").unlink()
+    write_nifti(tmp_path / "other" / "segmentation-4.nii", np.zeros((6, 5, 4), np.uint8))
+    with pytest.raises(CaseError, match="segmentation-4 found twice"):
+        find_cases(tmp_path)
+
+
+def test_find_cases_empty_or_missing_folder(tmp_path):
+    with pytest.raises(CaseError, match="does not exist") as exc:
+        find_cases(tmp_path / "nope")
+    assert "nope" in str(exc.value)
+    (tmp_path / "empty").mkdir()
+    write_nifti(tmp_path / "empty" / "segmentation-1.nii", np.zeros((2, 2, 2), np.uint8))  # masks only
+    with pytest.raises(CaseError, match="no volume-N") as exc:
+        find_cases(tmp_path / "empty")
+    assert "empty" in str(exc.value)
+
+
+def test_find_cases_without_folder_and_without_kaggle_mount(tmp_path, monkeypatch):
+    monkeypatch.setattr(lio, "KAGGLE_ROOTS", (str(tmp_path / "kaggle" / "input"),))
+    with pytest.raises(CaseError, match="no data folder given") as exc:
+        find_cases(None)
+    assert "kaggle" in str(exc.value)
+    (tmp_path / "kaggle" / "input").mkdir(parents=True)  # mounted but without LiTS files
+    with pytest.raises(CaseError, match="no data folder given"):
+        find_cases(None)
+
+
+def test_find_cases_auto_discovers_the_kaggle_mount(kaggle_root, monkeypatch, tmp_path):
+    monkeypatch.setattr(lio, "KAGGLE_ROOTS", (str(tmp_path / "absent"), str(kaggle_root)))
+    assert lio.find_kaggle_root() == kaggle_root
+    assert [c.case_id for c in find_cases(None)] == [0, 1, 12, 51, 60]
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def _half(src, dst):
+    blob = src.read_bytes()
+    dst.write_bytes(blob[: len(blob) // 2])
+    return dst
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_corrupt_file_is_named(tmp_path, ext):
+    bad = tmp_path / f"volume-1{ext}"
+    bad.write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(CaseError, match="not a readable NIfTI") as exc:
+        load_case(bad)
+    assert str(bad) in str(exc.value)
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_file_is_named(tmp_path, anatomy, ext):
+    image, mask = anatomy
+    good = write_nifti(tmp_path / f"good{ext}", image)
+    cut = _half(good, tmp_path / f"volume-1{ext}")
+    with pytest.raises(CaseError, match="corrupt or truncated") as exc:
+        load_case(cut)
+    assert str(cut) in str(exc.value)
+    seg = _half(write_nifti(tmp_path / f"seg{ext}", mask), tmp_path / f"segmentation-1{ext}")
+    with pytest.raises(CaseError, match="truncated") as exc:
+        load_case(good, seg)
+    assert str(seg) in str(exc.value)
+
+
+def test_header_only_stub_is_named(tmp_path, anatomy):
+    stub = tmp_path / "volume-1.nii"
+    stub.write_bytes(write_nifti(tmp_path / "good.nii", anatomy[0]).read_bytes()[:200])
+    with pytest.raises(CaseError) as exc:
+        load_case(stub)
+    assert str(stub) in str(exc.value)
+
+
+def test_4d_volume_is_rejected_but_a_singleton_4th_axis_is_fine(tmp_path):
+    four = write_nifti(tmp_path / "volume-1.nii", np.zeros((4, 5, 6, 2), np.int16))
+    with pytest.raises(CaseError, match="expected a 3D volume") as exc:
+        load_case(four)
+    assert str(four) in str(exc.value) and "(4, 5, 6, 2)" in str(exc.value)
+    single = write_nifti(tmp_path / "volume-2.nii", np.arange(120, dtype=np.int16).reshape(4, 5, 6, 1))
+    assert load_case(single).image.shape == (6, 5, 4)
+    with pytest.raises(CaseError, match="3D"):
+        load_case(write_nifti(tmp_path / "volume-3.nii", np.zeros((4, 5), np.int16)))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CaseError, match="does not exist") as exc:
+        load_case(tmp_path / "volume-9.nii")
+    assert "volume-9.nii" in str(exc.value)
+
+
+def test_shape_mismatch_load_raises_check_pair_explains(tmp_path):
+    vol = write_nifti(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16))
+    seg = write_nifti(tmp_path / "segmentation-1.nii", np.zeros((6, 5, 3), np.uint8))
+    with pytest.raises(CaseError, match="shape") as exc:
+        load_case(vol, seg)
+    assert str(seg) in str(exc.value) and str(vol) in str(exc.value)
+    assert "shape" in check_pair(vol, seg)
+
+
+def test_affine_mismatch_load_raises_check_pair_explains(tmp_path):
+    vol = write_nifti(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), hand_affine("LPS"))
+    seg = write_nifti(tmp_path / "segmentation-1.nii", np.zeros((6, 5, 4), np.uint8), hand_affine("RAS"))
+    with pytest.raises(CaseError, match="affine") as exc:
+        load_case(vol, seg)
+    assert str(seg) in str(exc.value)
+    assert "affine" in check_pair(vol, seg)
+    ok = write_nifti(tmp_path / "segmentation-2.nii", np.zeros((6, 5, 4), np.uint8), hand_affine("LPS"))
+    assert check_pair(vol, ok) is None
+
+
+@pytest.mark.parametrize("bad", [3, -1, 255])
+def test_labels_outside_0_1_2_are_named(tmp_path, bad):
+    vol = write_nifti(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16))
+    m = np.zeros((6, 5, 4), np.int16 if bad < 0 else np.uint8)
+    m[1, 2, 3] = bad
+    seg = write_nifti(tmp_path / "segmentation-1.nii", m)
+    with pytest.raises(CaseError, match="labels outside") as exc:
+        load_case(vol, seg)
+    assert str(seg) in str(exc.value) and str(bad) in str(exc.value)
+
+
+def test_float_masks(tmp_path):
+    vol = write_nifti(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16))
+    m = np.zeros((6, 5, 4), np.float32)
+    m[0, 0, 0], m[1, 1, 1] = 2.0, 1.0
+    assert load_case(vol, write_nifti(tmp_path / "segmentation-1.nii", m)).mask.max() == 2
+    m[2, 2, 2] = 0.5
+    with pytest.raises(CaseError, match="non-integer"):
+        load_case(vol, write_nifti(tmp_path / "segmentation-2.nii", m))
+    m[2, 2, 2] = np.nan
+    with pytest.raises(CaseError, match="NaN"):
+        load_case(vol, write_nifti(tmp_path / "segmentation-3.nii", m))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_in_a_float_image_is_named(tmp_path, value):
+    x = np.zeros((6, 5, 4), np.float32)
+    x[2, 2, 2] = value
+    vol = write_nifti(tmp_path / "volume-1.nii.gz", x)
+    with pytest.raises(CaseError, match="NaN or infinite") as exc:
+        load_case(vol)
+    assert str(vol) in str(exc.value)
+
+
+def test_float_image_is_rounded_and_clipped_to_int16(tmp_path):
+    x = np.array([-1024.4, 39.6, 1e6, -1e6], np.float32).reshape(1, 1, 4)
+    case = load_case(write_nifti(tmp_path / "volume-1.nii", x))
+    assert case.image.dtype == np.int16
+    assert sorted(case.image.ravel().tolist()) == [-32768, -1024, 40, 32767]
+
+
+def test_header_only_read_keeps_the_mask(oriented_dir, anatomy):
+    case = load_case(*oriented_dir["LAS"], read_image=False)
+    assert case.image.size == 0 and np.array_equal(case.mask, anatomy[1])
