@@ -47,6 +47,8 @@ def run_arm(p: Params, arm: str, *, progress: bool = True) -> Path:
     """Execute notebooks 02–04 for one arm (resumable: finished stages reuse their files)."""
     import papermill as pm
 
+    import liverlib.study  # noqa: F401  (quiets papermill's unknown-parameter warnings)
+
     values = arm_params(p, arm)
     main = RunDir.from_params(p)
     main.require(*CURATION_FILES[:3])

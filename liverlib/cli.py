@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument("--out", default="docs/benchmarks.md")
+    b.add_argument("--groups", nargs="+", choices=["model", "data", "volume"], default=["model", "data", "volume"],
+                   help="what to measure: model steps, the data path, volume inference (default: all)")  # fmt: skip
     b.set_defaults(func=_bench)
     return ap
 

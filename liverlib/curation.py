@@ -46,6 +46,9 @@ def prepare_data(p: Params) -> Path | None:
     return out
 
 
+_COUNTS = ("n_slices", "rows", "cols", "liver_voxels", "tumor_voxels", "liver_slices", "tumor_slices")
+
+
 def scan_volumes(cases: list[CasePaths], *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every mask once and count liver/tumor pixels per slice (display convention).
 
@@ -80,7 +83,9 @@ def scan_volumes(cases: list[CasePaths], *, progress: bool = True) -> tuple[pd.D
         vols.append(row)
     slices_df = pd.concat(slices, ignore_index=True) if slices else pd.DataFrame(
         columns=["volume_id", "slice_idx", "liver_px", "tumor_px"])  # fmt: skip
-    return pd.DataFrame(vols), slices_df
+    vols_df = pd.DataFrame(vols)
+    counts = [c for c in _COUNTS if c in vols_df.columns]  # stay integers (nullable) beside rejected pairs' blanks
+    return vols_df.astype(dict.fromkeys(counts, "Int64")), slices_df
 
 
 def assess(volumes: pd.DataFrame, *, min_tumor_voxels: int = 1, min_tumor_slices: int = 5,
@@ -96,7 +101,7 @@ def assess(volumes: pd.DataFrame, *, min_tumor_voxels: int = 1, min_tumor_slices
         elif r.tumor_voxels < min_tumor_voxels:
             status.append("rejected: no tumor")
         elif r.tumor_slices < min_tumor_slices:
-            status.append(f"rejected: tumor on {r.tumor_slices} slices (< {min_tumor_slices})")
+            status.append(f"rejected: tumor on {int(r.tumor_slices)} slices (< {min_tumor_slices})")
         else:
             status.append("eligible")
     return volumes.assign(status=status)
@@ -117,6 +122,9 @@ def select_volumes(volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, vol
     """
     eligible = volumes[volumes.status == "eligible"]
     if volume_ids:
+        twice = sorted({int(v) for v in volume_ids if list(volume_ids).count(v) > 1})
+        if twice:
+            raise CurationError(f"volume_ids: volume {twice[0]} is listed twice; each volume can be selected once")
         status = dict(zip(volumes.volume_id, volumes.status))
         for v in volume_ids:
             if v not in status:
@@ -138,8 +146,9 @@ def select_volumes(volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, vol
 
 def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
     """Volumes per split: val ⌊f·n⌋ and test ⌈f·n⌉, each at least 1 (11 volumes → 8/1/2, as the paper)."""
-    n_val = max(1, math.floor(val_fraction * n))
-    n_test = max(1, math.ceil(test_fraction * n))
+    # round first: 0.1 * 30 is 3.0000000000000004 and 0.29 * 100 is 28.999999999999996 in floating point
+    n_val = max(1, math.floor(round(val_fraction * n, 9)))
+    n_test = max(1, math.ceil(round(test_fraction * n, 9)))
     if n - n_val - n_test < 1:
         raise CurationError(f"{n} volumes are too few for a train/val/test split (need at least 3)")
     return n - n_val - n_test, n_val, n_test
@@ -154,17 +163,20 @@ def split_volumes(ids: list[int], tumor_ml: dict[int, float], *, val_fraction: f
     next, train the rest. With ``folds = k`` the dealt order is cut into k folds; fold ``fold`` is the
     test set and val is drawn from the others.
     """
+    if len(set(ids)) != len(ids):
+        raise CurationError(f"split_volumes: volume ids repeat ({sorted(ids)}); a volume belongs to one split")
     rng = np.random.default_rng(seed)
     strata = _size_strata(ids, tumor_ml, min(3, len(ids)))
     for s in strata:
         rng.shuffle(s)
+    strata = [strata[i] for i in rng.permutation(len(strata))]  # which size group deals first is seeded too
     order = [s[i] for i in range(max(map(len, strata))) for s in strata if i < len(s)]
     if folds:
         if len(ids) < folds + 2:
             raise CurationError(f"{len(ids)} volumes are too few for {folds}-fold cross-validation")
         test = [v for i, v in enumerate(order) if i % folds == fold]
         rest = [v for i, v in enumerate(order) if i % folds != fold]
-        n_val = max(1, math.floor(val_fraction * len(ids)))
+        n_val = max(1, math.floor(round(val_fraction * len(ids), 9)))
         return {"train": sorted(rest[n_val:]), "val": sorted(rest[:n_val]), "test": sorted(test)}
     _, n_val, n_test = split_counts(len(ids), val_fraction, test_fraction)
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
@@ -181,6 +193,8 @@ def explicit_split(p: Params, volumes: pd.DataFrame) -> dict[str, list[int]] | N
     seen: dict[int, str] = {}
     for s, ids in given.items():
         for v in ids:
+            if seen.get(v) == s:
+                raise CurationError(f"volume {v} is listed twice in {s}_ids")
             if v in seen:
                 raise CurationError(f"volume {v} is in both {seen[v]}_ids and {s}_ids; a volume belongs to one split")
             seen[v] = s

@@ -7,6 +7,7 @@ misspelled key, or a value of the wrong type, into an error with a suggestion.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -107,6 +108,10 @@ TRAIN_KEYS = PREPROCESS_KEYS + (
 """Parameters a training run is defined by; resuming with other values is refused."""
 
 
+NULLABLE = ("data_dir", "cache_dir", "encoder_weights")
+"""Keys that may be null (``data_dir: null`` = the Kaggle mount); elsewhere null (e.g. ``epochs:``) is an error."""
+
+
 class ParamError(ValueError):
     """An unknown key or a value of the wrong type in a profile or notebook parameters."""
 
@@ -127,6 +132,8 @@ class Params(dict):
 
 def _check_type(key: str, value: Any, source: str) -> Any:
     default = DEFAULTS[key]
+    if value is None and default is not None and key not in NULLABLE:
+        raise ParamError(f"{source}: '{key}' needs a value, got null (an empty YAML value is null)")
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -176,7 +183,10 @@ def load_profiles(*paths: str | Path) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise ParamError(f"{path}: params file does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParamError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(data, dict):
             raise ParamError(f"{path}: a params file must be a flat mapping of key: value")
         merged.update(validate(data, str(path)))
@@ -194,13 +204,17 @@ def resolve(namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Par
     for key, value in (namespace or {}).items():
         if key.startswith("_") or key in ("In", "Out", "exit", "quit", "get_ipython"):
             continue
-        if isinstance(value, (bool, int, float, str, list, tuple, dict)) or value is None:
+        # no parameter is a mapping: dicts are results of later cells (``P`` itself, ``cur = run_curation(P)``)
+        # that a rerun of the notebook without a kernel restart would otherwise report as unknown parameters
+        if isinstance(value, (bool, int, float, str, list, tuple)) or value is None:
             values[key] = value
     values.update(overrides)
-    p = Params(DEFAULTS)
+    p = Params(copy.deepcopy(DEFAULTS))  # list defaults must not be shared with (and mutated through) a run
     p.update(validate(values, "notebook parameters"))
-    if p.hu_window and len(p.hu_window) != 2:
-        raise ParamError(f"'hu_window' must be [] or [low, high], got {p.hu_window}")
+    if p.hu_window and (len(p.hu_window) != 2 or not p.hu_window[0] < p.hu_window[1]):
+        raise ParamError(f"'hu_window' must be [] or [low, high] with low < high, got {p.hu_window}")
+    if p.folds == 1 or p.folds < 0:
+        raise ParamError(f"'folds' must be 0 (no cross-validation) or at least 2, got {p.folds}")
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
     return p
@@ -209,7 +223,8 @@ def resolve(namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Par
 def project_root(start: str | Path | None = None) -> Path:
     """The folder holding ``params/`` and ``pyproject.toml`` above ``start`` (or cwd), else cwd."""
     here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
+    package_parent = Path(__file__).resolve().parents[1]  # an editable/source checkout
+    for d in (here, *here.parents, package_parent):
         if (d / "pyproject.toml").is_file() and (d / "liverlib").is_dir():
             return d
     return here

@@ -161,9 +161,25 @@ class SliceCache:
         return {"root": self.root, "_open": {}}
 
 
+def _source_id(path: Any) -> list[Any]:
+    """Resolved path, size and mtime of a source file (missing files are left to load_case to report)."""
+    p = Path(str(path)).expanduser().resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        return [str(p), -1, -1]
+    return [str(p), st.st_size, st.st_mtime_ns]
+
+
 def cache_dir_for(cache_root: Path, cfg: PreprocessConfig, volumes: pd.DataFrame) -> Path:
-    """The cache folder of a configuration: ``<cache_root>/<config key>``; volumes are added to it as needed."""
-    return Path(cache_root) / cfg.key
+    """The cache folder of a configuration and its source files: ``<cache_root>/<config key>/<source key>``.
+
+    Cache files are named by volume id, and ids repeat across data folders (volume 3 of the phantom and
+    of LiTS): the source key hashes each volume's and mask's path, size and mtime, so runs on other data
+    never read these arrays. Runs and ablation arms on the same curated volumes share the folder.
+    """
+    sources = sorted([int(r.volume_id), _source_id(r.volume_path), _source_id(r.mask_path)] for r in volumes.itertuples())  # fmt: skip
+    return Path(cache_root) / cfg.key / digest({"sources": sources}, n=10)
 
 
 def build_cache(volumes: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path, *, progress: bool = True) -> dict[str, Any]:

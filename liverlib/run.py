@@ -68,6 +68,8 @@ def _clean(obj: Any) -> Any:
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating, float)):
@@ -141,7 +143,7 @@ class RunDir:
             if not (self.root / name).exists():
                 raise RunError(f"{self.root / name}: missing; run the earlier notebook of this run first")
 
-    def guard(self, stage: str, values: dict[str, Any], *, overwrite: bool = False) -> bool:
+    def guard(self, stage: str, values: dict[str, Any], *, overwrite: bool = False, record: bool = True) -> bool:
         """Record the parameters of ``stage``; refuse if an earlier run used others.
 
         Returns:
@@ -162,8 +164,13 @@ class RunDir:
                     f"{self.root}: stage '{stage}' already ran here with other parameters ({', '.join(changed)}); "
                     "use another run_name, or set overwrite: true to replace its outputs"
                 )
-        write_json(path, current)
+        if record:
+            self.record(stage, values)
         return False
+
+    def record(self, stage: str, values: dict[str, Any]) -> None:
+        """Write ``stages/<stage>.json`` (call after the stage's outputs are written)."""
+        write_json(self.root / "stages" / f"{stage}.json", _clean(values))
 
 
 def provenance() -> dict[str, Any]:

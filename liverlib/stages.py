@@ -34,7 +34,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 01: curation → ``volumes.csv``, ``manifest.csv``, ``splits.json``, Table 3, Fig. 2."""
 
     run = RunDir.from_params(p)
-    same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite)
+    same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite, record=False)
     if same and run.manifest.is_file() and run.volumes.is_file() and run.splits.is_file():
         volumes, manifest = pd.read_csv(run.volumes, keep_default_na=False), pd.read_csv(run.manifest)
         splits = read_json(run.splits)["splits"]
@@ -45,6 +45,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         write_table(manifest, run.manifest, markdown=False)
         write_json(run.splits, {"seed": p.seed, "folds": p.folds, "fold": p.fold, "data_dir": str(res["data_dir"]),
                                 "splits": splits})  # fmt: skip
+        run.record("01_curation", p.subset(CURATION_KEYS))  # only once the outputs exist
     t3 = table3(manifest)
     write_table(t3, run.table("table03_split_summary"))
     render_fig02(run)

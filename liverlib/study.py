@@ -13,8 +13,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import logging
+
 from liverlib.params import ParamError, load_profiles, project_root, resolve
 from liverlib.run import RunDir, read_json, write_json
+
+
+class _QuietParameters(logging.Filter):
+    """Drop papermill's "Passed unknown parameter" warnings: every notebook receives the whole validated
+    parameter set (liverlib checks unknown keys itself) and reads the keys it needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passed unknown parameter" not in record.getMessage()
+
+
+logging.getLogger("papermill").addFilter(_QuietParameters())
 
 
 def notebooks(root: Path | None = None) -> list[Path]:

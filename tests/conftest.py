@@ -59,7 +59,9 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     return path
 
 
-def tiny_pair(folder: Path, n: int, ext: str = ".nii", *, mask_dir: Path | None = None, shape=(6, 5, 4)) -> tuple[Path, Path]:
+def tiny_pair(
+    folder: Path, n: int, ext: str = ".nii", *, mask_dir: Path | None = None, shape=(6, 5, 4)
+) -> tuple[Path, Path]:
     """Write ``volume-n`` (int16) and ``segmentation-n`` (uint8, liver + tumor) of a tiny shape."""
     image = np.full(shape, -100 + n, np.int16)
     mask = np.zeros(shape, np.uint8)

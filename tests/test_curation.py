@@ -38,7 +38,8 @@ def strata_of(volumes: pd.DataFrame, k: int) -> list[set[int]]:
 
 
 def params(phantom_dir, tmp_path, **kw):
-    return resolve(data_dir=str(phantom_dir), output_root=str(tmp_path / "outputs"), run_name="t", n_volumes=0, **kw)
+    kw.setdefault("n_volumes", 0)
+    return resolve(data_dir=str(phantom_dir), output_root=str(tmp_path / "outputs"), run_name="t", **kw)
 
 
 # --- scanning and eligibility --------------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_explicit_split(phantom_scan):
         explicit_split(resolve(train_ids=[0, 1], test_ids=[3]), volumes)
     with pytest.raises(CurationError, match="volume 4 is not usable"):
         explicit_split(resolve(train_ids=[0, 4], val_ids=[2], test_ids=[3]), volumes)
-    with pytest.raises(CurationError, match="twice"):
+    with pytest.raises(CurationError, match="volume 0 is listed twice in train_ids"):
         explicit_split(resolve(train_ids=[0, 0], val_ids=[2], test_ids=[3]), volumes)
 
 
@@ -250,7 +251,9 @@ def test_manifest_filters_empty_slices_unless_asked(phantom_scan):
 def test_curate_end_to_end(phantom_dir, tmp_path, phantom_meta):
     res = cur.curate(params(phantom_dir, tmp_path), progress=False)
     s = res["splits"]
-    assert sorted(s["train"] + s["val"] + s["test"]) == [0, 1, 2, 3] and [len(s[k]) for k in ("train", "val", "test")] == [2, 1, 1]
+    assert sorted(s["train"] + s["val"] + s["test"]) == [0, 1, 2, 3] and [
+        len(s[k]) for k in ("train", "val", "test")
+    ] == [2, 1, 1]
     assert set(res["manifest"].volume_id) == {0, 1, 2, 3}
     split_col = dict(zip(res["volumes"].volume_id, res["volumes"].split))
     assert [split_col[i] for i in (4, 5, 6)] == ["", "", ""]
@@ -268,9 +271,16 @@ def test_curate_too_few_and_no_eligible(phantom_dir, tmp_path):
         cur.curate(params(phantom_dir, tmp_path, n_volumes=5), progress=False)
 
 
-def test_run_curation_rerun_with_other_params_changes_nothing(phantom_dir, tmp_path):
+def _no_figure(monkeypatch):
     from liverlib import stages
 
+    # Fig. 2 is the figures module's business; skipping it here saves seconds of matplotlib per call
+    monkeypatch.setattr(stages, "render_fig02", lambda run: run.figure("fig02_case_overview"), raising=False)
+    return stages
+
+
+def test_run_curation_rerun_with_other_params_changes_nothing(phantom_dir, tmp_path, monkeypatch):
+    stages = _no_figure(monkeypatch)
     p = params(phantom_dir, tmp_path)
     first = stages.run_curation(p, progress=False)
     manifest = first["run"].manifest
@@ -284,3 +294,16 @@ def test_run_curation_rerun_with_other_params_changes_nothing(phantom_dir, tmp_p
     assert manifest.stat().st_mtime_ns == before[1] and again["splits"] == first["splits"]
     stages.run_curation(params(phantom_dir, tmp_path, keep_empty_slices=True, overwrite=True), progress=False)
     assert len(manifest.read_bytes()) > len(before[0])  # overwrite: true replaces, with the empty slices kept
+
+
+def test_a_failed_curation_does_not_block_or_mislabel_the_next_run(phantom_dir, tmp_path, monkeypatch):
+    stages = _no_figure(monkeypatch)
+    with pytest.raises(CurationError):  # no eligible volume: nothing written
+        stages.run_curation(params(phantom_dir, tmp_path, exclude_ids=[0, 1, 2, 3]), progress=False)
+    good = params(phantom_dir, tmp_path)
+    first = stages.run_curation(good, progress=False)  # the corrected parameters must be accepted
+    with pytest.raises(CurationError):  # overwrite with parameters that fail: the old outputs stay
+        stages.run_curation(params(phantom_dir, tmp_path, n_volumes=9, overwrite=True), progress=False)
+    with pytest.raises(RunError):  # the files on disk were made with `good`, not with n_volumes=9
+        stages.run_curation(params(phantom_dir, tmp_path, n_volumes=9), progress=False)
+    assert stages.run_curation(good, progress=False)["splits"] == first["splits"]

@@ -167,7 +167,9 @@ def test_find_cases_duplicate_n_names_both_files(tmp_path):
     with pytest.raises(CaseError, match="volume-4 found twice") as exc:
         find_cases(tmp_path)
     msg = str(exc.value)
-    assert str(tmp_path / "volume_pt1" / "volume-4.nii") in msg and str(tmp_path / "volume_pt2" / "volume-4.nii.gz") in msg
+    assert (
+        str(tmp_path / "volume_pt1" / "volume-4.nii") in msg and str(tmp_path / "volume_pt2" / "volume-4.nii.gz") in msg
+    )
     (tmp_path / "volume_pt2" / "volume-4.nii.gz").unlink()
     write_nifti(tmp_path / "other" / "segmentation-4.nii", np.zeros((6, 5, 4), np.uint8))
     with pytest.raises(CaseError, match="segmentation-4 found twice"):

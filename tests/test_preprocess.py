@@ -1,0 +1,234 @@
+"""Tests of liverlib.preprocess (STUDY §2): each step against its formula, switches, cache key and cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from liverlib.io import find_cases, load_case
+from liverlib.params import DEFAULTS, PREPROCESS_KEYS, resolve
+from liverlib.preprocess import (
+    PreprocessConfig,
+    SliceCache,
+    build_cache,
+    clahe,
+    normalize,
+    preprocess_slice,
+    preprocess_volume,
+    resize_image,
+    resize_mask,
+)
+
+
+@pytest.fixture(scope="module")
+def hu_slice() -> np.ndarray:
+    """A 96×112 int16 HU slice: smooth gradient plus noise (CLAHE tiles of 12×14 px have something to equalise)."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:96, 0:112]
+    return (x * 6 - 400 + y * 2 + rng.normal(0, 30, (96, 112))).astype(np.int16)
+
+
+def test_normalize_is_min_max(hu_slice):
+    x = normalize(hu_slice)
+    lo, hi = float(hu_slice.min()), float(hu_slice.max())
+    assert x.dtype == np.float32 and x.shape == hu_slice.shape
+    np.testing.assert_allclose(x, (hu_slice.astype(np.float64) - lo) / (hi - lo), atol=1e-6)
+    assert x.min() == 0.0 and x.max() == 1.0
+
+
+def test_normalize_constant_slice_is_zeros():
+    x = normalize(np.full((8, 8), -1000, np.int16))
+    assert x.dtype == np.float32 and not x.any()
+
+
+def test_normalize_hu_window_clips_then_scales():
+    hu = np.array([[-1000, -200, 25, 250, 3000]], np.int16)
+    np.testing.assert_allclose(normalize(hu, (-200.0, 250.0)), [[0, 0, 0.5, 1, 1]], atol=1e-7)
+    assert normalize(np.full((4, 4), 40, np.int16), (-200.0, 250.0)).min() == pytest.approx(240 / 450)
+
+
+def test_clahe_is_opencv_on_the_uint8_image(hu_slice):
+    x = normalize(hu_slice)
+    u8 = np.rint(x * 255).astype(np.uint8)
+    expected = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(u8).astype(np.float32) / 255
+    out = clahe(x)
+    assert out.dtype == np.float32 and np.array_equal(out, expected)
+    assert not np.allclose(out, x, atol=0.02)  # it did something
+    assert not np.array_equal(clahe(x, clip=4.0), out) and not np.array_equal(clahe(x, tile=2), out)
+
+
+def test_gamma_is_x_to_the_1_2(hu_slice):
+    cfg = PreprocessConfig(image_size=40, use_clahe=False)  # stages are at the original size
+    st = preprocess_slice(hu_slice, cfg, stages=True)
+    np.testing.assert_allclose(st["gamma"], normalize(hu_slice) ** 1.2, rtol=1e-6, atol=1e-7)
+    assert "CLAHE" not in st and st["gamma"].dtype == np.float32
+
+
+def test_pipeline_order_and_stages(hu_slice):
+    cfg = PreprocessConfig(image_size=32)
+    st = preprocess_slice(hu_slice, cfg, stages=True)
+    assert list(st) == ["original", "normalised", "CLAHE", "gamma"]
+    assert np.array_equal(st["original"], hu_slice.astype(np.float32))
+    np.testing.assert_allclose(st["gamma"], clahe(normalize(hu_slice)) ** 1.2, rtol=1e-6)
+    out = preprocess_slice(hu_slice, cfg)
+    assert out.shape == (32, 32) and out.dtype == np.float32
+    expected = cv2.resize(st["gamma"], (32, 32), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_switches_change_the_output(hu_slice):
+    paper = preprocess_slice(hu_slice, PreprocessConfig(image_size=32))
+    outs = {
+        "no_clahe": PreprocessConfig(image_size=32, use_clahe=False),
+        "no_gamma": PreprocessConfig(image_size=32, use_gamma=False),
+        "baseline": PreprocessConfig(image_size=32, use_clahe=False, use_gamma=False),
+        "window": PreprocessConfig(image_size=32, hu_window=(-200.0, 250.0)),
+    }
+    results = {k: preprocess_slice(hu_slice, c) for k, c in outs.items()}
+    for k, r in results.items():
+        assert not np.allclose(r, paper, atol=1e-3), k
+    baseline = resize_image(normalize(hu_slice), 32)
+    np.testing.assert_allclose(results["baseline"], baseline, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_resize_shapes_and_mask_labels(size):
+    rng = np.random.default_rng(size)
+    img = rng.random((32, 40), dtype=np.float32)
+    assert resize_image(img, size).shape == (size, size) and resize_image(img, size).dtype == np.float32
+    mask = np.zeros((32, 40), np.uint8)
+    mask[4:20, 5:30] = 1
+    mask[8:14, 10:16] = 2
+    mask[25:30, 30:38] = 2  # tumor touching background only: a linear resize would invent liver (1) at its edge
+    out = resize_mask(mask, size)
+    assert out.shape == (size, size) and out.dtype == np.uint8
+    assert set(np.unique(out)) == {0, 1, 2}
+    edge = out[int(25 * size / 32) - 1 : int(30 * size / 32) + 1, int(30 * size / 40) - 1 : int(38 * size / 40) + 1]
+    assert 1 not in set(np.unique(edge))
+    assert resize_mask(mask, (20, 24)).shape == (20, 24)
+    assert resize_mask(mask, (32, 40)) is mask
+
+
+def test_preprocess_volume_float16(hu_slice):
+    vol = np.stack([hu_slice, hu_slice[::-1], np.full_like(hu_slice, 7)])
+    out = preprocess_volume(vol, PreprocessConfig(image_size=24))
+    assert out.dtype == np.float16 and out.shape == (3, 24, 24)
+    assert 0 <= out.min() and out.max() <= 1
+    assert len(np.unique(out[2])) == 1  # a constant slice stays constant (CLAHE maps it to one small value)
+    np.testing.assert_allclose(out[0], preprocess_slice(hu_slice, PreprocessConfig(image_size=24)), atol=1e-3)
+
+
+# --- cache key -----------------------------------------------------------------------------------
+
+_CHANGED = {"image_size": 128, "hu_window": [-200, 250], "use_clahe": False, "clahe_clip": 3.0, "clahe_tile": 4,
+            "use_gamma": False, "gamma": 1.5}  # fmt: skip
+
+
+def test_cache_key_changes_with_each_preprocessing_parameter():
+    assert set(_CHANGED) == set(PREPROCESS_KEYS)
+    base = PreprocessConfig.from_params(resolve())
+    assert base == PreprocessConfig() and base.key == PreprocessConfig().key
+    keys = {base.key}
+    for k, v in _CHANGED.items():
+        cfg = PreprocessConfig.from_params(resolve(**{k: v}))
+        assert cfg.key != base.key, k
+        keys.add(cfg.key)
+    assert len(keys) == len(_CHANGED) + 1
+
+
+def test_cache_key_ignores_other_parameters():
+    base = PreprocessConfig.from_params(resolve()).key
+    unrelated = {
+        "epochs": 3,
+        "lr": 1e-3,
+        "seed": 7,
+        "run_name": "x",
+        "n_volumes": 5,
+        "augment": False,
+        "model": "unet_smp",
+    }
+    assert set(unrelated) <= set(DEFAULTS)
+    assert PreprocessConfig.from_params(resolve(**unrelated)).key == base
+    assert PreprocessConfig.from_params(resolve(hu_window=[-200, 250])).key == (
+        PreprocessConfig.from_params(resolve(hu_window=[-200.0, 250.0])).key
+    )
+
+
+def test_config_round_trips_through_params():
+    cfg = PreprocessConfig(image_size=64, hu_window=(-200.0, 250.0), use_gamma=False)
+    again = PreprocessConfig.from_params(resolve(**cfg.as_params()))
+    assert again == cfg and again.key == cfg.key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.gamma = 2.0  # type: ignore[misc]
+
+
+# --- cache ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phantom_volumes(phantom_dir) -> pd.DataFrame:
+    """volumes.csv-like rows for the phantom's four eligible cases."""
+    cases = [c for c in find_cases(phantom_dir) if c.case_id < 4]
+    return pd.DataFrame({"volume_id": [c.case_id for c in cases], "volume_path": [str(c.volume) for c in cases],
+                         "mask_path": [str(c.mask) for c in cases]})  # fmt: skip
+
+
+def test_build_cache_then_reuse(phantom_volumes, tmp_path):
+    cfg = PreprocessConfig(image_size=16)
+    first = build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    assert (first["volumes_built"], first["volumes_reused"]) == (4, 0) and first["key"] == cfg.key
+    root = Path(first["cache_dir"])
+    files = sorted(root.glob("*.npy"))
+    assert len(files) == 8 and first["bytes"] == sum(f.stat().st_size for f in files)
+    stamps = {f.name: f.stat().st_mtime_ns for f in files}
+    again = build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    assert (again["volumes_built"], again["volumes_reused"]) == (0, 4)
+    assert again["cache_dir"] == first["cache_dir"] and again["slices"] == first["slices"]
+    assert {f.name: f.stat().st_mtime_ns for f in root.glob("*.npy")} == stamps
+    assert not [f for f in root.iterdir() if f.name.startswith(".")]  # no temp files left
+    # a half-written volume (mask written, image missing) is rebuilt
+    (root / "2_image.npy").unlink()
+    third = build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    assert (third["volumes_built"], third["volumes_reused"]) == (1, 3)
+
+
+def test_cached_arrays_are_memory_mapped_and_correct(phantom_volumes, tmp_path):
+    cfg = PreprocessConfig(image_size=16)
+    stats = build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    cache = SliceCache(stats["cache_dir"])
+    total = 0
+    for r in phantom_volumes.itertuples():
+        case = load_case(r.volume_path, r.mask_path)
+        img, mask = cache.image(r.volume_id), cache.mask(r.volume_id)
+        assert isinstance(img, np.memmap) and isinstance(mask, np.memmap)
+        assert img.dtype == np.float16 and mask.dtype == np.uint8
+        assert img.shape == mask.shape == (case.image.shape[0], 16, 16)
+        assert set(np.unique(mask)) <= {0, 1, 2} and (mask == 1).any()
+        np.testing.assert_array_equal(img, preprocess_volume(case.image, cfg))
+        np.testing.assert_array_equal(mask, np.stack([resize_mask(m, 16) for m in case.mask]))
+        total += img.shape[0]
+    assert stats["slices"] == total
+    with pytest.raises(FileNotFoundError, match="volume 99"):
+        cache.image(99)
+    clone = pickle.loads(pickle.dumps(cache))  # DataLoader workers reopen their own maps
+    assert clone._open == {} and np.array_equal(clone.mask(0), cache.mask(0))
+
+
+def test_cache_of_another_data_folder_is_not_reused(phantom_volumes, oriented_dir, tmp_path):
+    """Files are named by volume id: volume 0 of another folder (LiTS vs phantom) must not get these arrays."""
+    cfg = PreprocessConfig(image_size=16)
+    build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    vol, seg = oriented_dir["RAS"]  # volume-0 of another folder: 12 slices instead of 16–18
+    other = pd.DataFrame({"volume_id": [0], "volume_path": [str(vol)], "mask_path": [str(seg)]})
+    stats = build_cache(other, cfg, tmp_path, progress=False)
+    assert stats["volumes_built"] == 1
+    assert SliceCache(stats["cache_dir"]).mask(0).shape == (12, 16, 16)
+    # and the first folder's cache is still there, untouched
+    assert build_cache(phantom_volumes, cfg, tmp_path, progress=False)["volumes_reused"] == 4
