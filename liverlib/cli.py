@@ -26,6 +26,20 @@ def _study(a: argparse.Namespace) -> None:
     run_study(a.f, overrides=overrides, start=a.start, only=a.only)
 
 
+def _train(a: argparse.Namespace) -> None:
+    import yaml
+
+    from liverlib.params import load_profiles, resolve
+    from liverlib.training import train
+
+    values = load_profiles(*a.f)
+    for kv in a.set or []:
+        key, _, val = kv.partition("=")
+        values[key] = yaml.safe_load(val)
+    p = resolve(**values)
+    train(p, model_name=a.model)
+
+
 def _phantom(a: argparse.Namespace) -> None:
     from liverlib.phantom import generate_phantom
 
@@ -59,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="+", help="run only these notebook numbers")
     s.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override single parameters (YAML values)")
     s.set_defaults(func=_study)
+
+    t = sub.add_parser("train", help="train one model on a run's cache (notebooks 01-02 first); works under torchrun")
+    t.add_argument("-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable)")
+    t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override single parameters (YAML values)")
+    t.add_argument("--model", help="hybrid or unet_smp (default: the params' model)")
+    t.set_defaults(func=_train)
 
     g = sub.add_parser("phantom", help="write the embedded synthetic LiTS-like cases as NIfTI")
     g.add_argument("--out", required=True)

@@ -8,12 +8,11 @@ files earlier stages wrote).
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import logging
 
 from liverlib.params import ParamError, load_profiles, project_root, resolve
 from liverlib.run import RunDir, read_json, write_json
@@ -48,7 +47,7 @@ def study_parameters(profiles: list[str], overrides: dict[str, Any] | None = Non
 
 
 def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
-              only: list[str] | None = None) -> Path:  # fmt: skip
+              only: list[str] | None = None, all_folds: bool = True) -> Path:  # fmt: skip
     """Execute the notebooks in order with papermill; return the run folder.
 
     Args:
@@ -56,6 +55,8 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         overrides: values that win over the profiles (e.g. ``data_dir``, ``run_name``).
         start: a notebook number ("03") or name prefix to restart from.
         only: notebook numbers to run (default: all from ``start``).
+        all_folds: with ``folds > 0``, run every fold (``<run_name>-foldN``) and pool them
+            (:func:`run_folds`); False runs the one ``fold`` given.
 
     Raises:
         SystemExit: at the first failing notebook, after printing its error and partial output path.
@@ -64,6 +65,8 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
 
     values = study_parameters(profiles, overrides)
     p = resolve(**values)
+    if p.folds and all_folds:
+        return run_folds(profiles, overrides=overrides, start=start, only=only)
     run = RunDir.from_params(p)
     out_dir = run.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,3 +99,37 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         print(f"      done in {seconds:.1f} s", flush=True)
     print(f"liverlib study: finished; outputs in {run.root}", flush=True)
     return run.root
+
+
+def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
+              only: list[str] | None = None) -> Path:  # fmt: skip
+    """Cross-validation: run the study once per fold (``<run_name>-foldN``) and pool per-volume metrics.
+
+    Writes ``<output_root>/<run_name>/cv_per_volume.csv`` (every test volume of every fold) and
+    ``cv_summary.json`` (Dice per case and global Dice over all folds' test volumes).
+    """
+    import pandas as pd
+
+    values = study_parameters(profiles, overrides)
+    p = resolve(**values)
+    frames = []
+    for fold in range(p.folds):
+        root = run_study(profiles, overrides={**(overrides or {}), "fold": fold, "run_name": f"{p.run_name}-fold{fold}"},
+                         start=start, only=only, all_folds=False)  # fmt: skip
+        pv = root / "per_volume.csv"
+        if pv.is_file():
+            frames.append(pd.read_csv(pv).assign(fold=fold))
+    out = RunDir.from_params(resolve(**{**values, "fold": 0}))
+    if frames:
+        from liverlib.run import write_table
+
+        cv = pd.concat(frames, ignore_index=True)
+        write_table(cv, out.root / "cv_per_volume.csv", markdown=False)
+        summary = {"folds": p.folds, "volumes": int(len(cv)), "rule": "per volume, LiTS classes; NaN (both empty) left out"}
+        for c in ("liver", "tumor"):
+            tp, pv_, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
+            summary[f"{c}_dice_per_case"] = float(cv[f"{c}_dice"].mean())
+            summary[f"{c}_dice_global"] = float(2 * tp / (pv_ + gv)) if pv_ + gv else None
+        write_json(out.root / "cv_summary.json", summary)
+        print(f"cross-validation: {len(cv)} test volumes over {p.folds} folds -> {out.root / 'cv_summary.json'}")
+    return out.root

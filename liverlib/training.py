@@ -104,12 +104,38 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cp
     return model.to(device).eval()
 
 
-def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device) -> DataLoader:
+def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
+            rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
+    """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice)."""
     g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
     workers = p.num_workers if device.type == "cuda" or p.num_workers else 0
-    return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, generator=g, num_workers=workers,
+    sampler = None
+    if world > 1 and shuffle:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=p.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        shuffle = False
+    elif world > 1:
+        ds = torch.utils.data.Subset(ds, range(rank, len(ds), world))
+    return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False,
                       worker_init_fn=_seed_worker if workers else None, persistent_workers=False)  # fmt: skip
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group once.
+
+    Backend: NCCL on CUDA, gloo on CPU. Without torchrun: (0, 1, 0) and nothing is initialised.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -123,7 +149,8 @@ def _seed_worker(worker_id: int) -> None:
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, device: torch.device, *,
-             channels_last: bool = False, autocast: bool = False, dtype: torch.dtype | None = None) -> dict[str, float]:  # fmt: skip
+             channels_last: bool = False, autocast: bool = False, dtype: torch.dtype | None = None,
+             world: int = 1) -> dict[str, float]:  # fmt: skip
     """Validation loss (slice-weighted mean), pixel accuracy over all pixels, mean per-slice Dice/IoU (ε-smoothed)."""
     model.eval()
     total, n, correct, pixels = 0.0, 0, 0, 0
@@ -141,9 +168,14 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
         correct += int((pred == y).sum())
         pixels += y.numel()
         stats.append(slice_stats(pred.cpu(), y.cpu()))
-    tp = np.concatenate([s["tp"] for s in stats])
-    fp = np.concatenate([s["fp"] for s in stats])
-    fn = np.concatenate([s["fn"] for s in stats])
+    tp, fp, fn = (np.concatenate([s[k] for s in stats]) if stats else np.zeros((0, 2), np.int64) for k in ("tp", "fp", "fn"))
+    if world > 1:  # gather every rank's shard: metrics are over the whole validation set
+        import torch.distributed as dist
+
+        parts: list = [None] * world
+        dist.all_gather_object(parts, (total, n, correct, pixels, tp, fp, fn))
+        total, n, correct, pixels = (sum(q[i] for q in parts) for i in range(4))
+        tp, fp, fn = (np.concatenate([q[i] for q in parts]) for i in (4, 5, 6))
     d, j = dice(tp, fp, fn, empty="smoothed"), iou(tp, fp, fn, empty="smoothed")
     return {"val_loss": total / n, "val_pixel_acc": correct / pixels, "val_liver_dice": float(d[:, 0].mean()),
             "val_tumor_dice": float(d[:, 1].mean()), "val_liver_iou": float(j[:, 0].mean()),
@@ -173,7 +205,11 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     cfg_pre = PreprocessConfig.from_params(p)
     cache = open_run_cache(run, cfg_pre)
     train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
+    rank, world, local_rank = distributed_context()
     device = resolve_device(p.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     use_amp, amp_dtype, use_scaler = amp_settings(device, p.amp)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -207,6 +243,9 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
             scaler.load_state_dict(ckpt["scaler"])
             history, best, start = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
     resumed_from = start - 1
+    raw = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if p.compile:
         model = torch.compile(model)
     import liverlib.augment as aug
@@ -222,8 +261,8 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
         model.train()
         t0 = time.perf_counter()
         run_loss, seen = 0.0, 0
-        bar = tqdm(_loader(train_ds, p, shuffle=True, epoch=epoch, device=device), desc=f"{model_name} epoch {epoch}/{epochs}",
-                   unit="batch", disable=not progress, leave=False)  # fmt: skip
+        bar = tqdm(_loader(train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world),
+                   desc=f"{model_name} epoch {epoch}/{epochs}", unit="batch", disable=not progress or rank > 0, leave=False)  # fmt: skip
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if p.channels_last:
@@ -240,23 +279,33 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
             run_loss += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{run_loss / seen:.4f}")
+        if world > 1:  # the epoch's training loss and slice count over all ranks
+            import torch.distributed as dist
+
+            sums = torch.tensor([run_loss, float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(sums)
+            run_loss, seen = float(sums[0]), int(sums[1])
         train_s = time.perf_counter() - t0
-        val = validate(model, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device), loss_fn, device,
-                       channels_last=p.channels_last, autocast=use_amp, dtype=amp_dtype)  # fmt: skip
+        val = validate(raw if world > 1 else model, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
+                       loss_fn, device, channels_last=p.channels_last, autocast=use_amp, dtype=amp_dtype, world=world)  # fmt: skip
         lr = opt.param_groups[0]["lr"]
         sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": run_loss / seen, **val, "lr": lr,
                "epoch_seconds": time.perf_counter() - t0, "train_slices_per_s": seen / train_s}  # fmt: skip
         history.append(row)
-        raw = model._orig_mod if hasattr(model, "_orig_mod") else model
-        if val["val_loss"] < best["val_loss"]:
+        improved = val["val_loss"] < best["val_loss"]
+        if improved:
             best = {"val_loss": val["val_loss"], "epoch": epoch}
-            save_checkpoint({"model": raw.state_dict(), "config": config, "epoch": epoch, "metrics": row}, best_p)
-        save_checkpoint({"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "scaler": scaler.state_dict(), "config": config, "epoch": epoch, "history": history,
-                         "best": best}, last_p)  # fmt: skip
-        write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), hist_p, markdown=False)
-        if progress:
+        if rank == 0:  # only rank 0 writes files
+            if improved:
+                save_checkpoint({"model": raw.state_dict(), "config": config, "epoch": epoch, "metrics": row}, best_p)
+            save_checkpoint({"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "scaler": scaler.state_dict(), "config": config, "epoch": epoch, "history": history,
+                             "best": best, "world_size": world}, last_p)  # fmt: skip
+            write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), hist_p, markdown=False)
+        if world > 1:
+            torch.distributed.barrier()
+        if progress and rank == 0:
             print(f"{model_name} epoch {epoch}/{epochs}: train {row['train_loss']:.4f} val {val['val_loss']:.4f} "
                   f"liver Dice {val['val_liver_dice']:.3f} tumor Dice {val['val_tumor_dice']:.3f} "
                   f"({row['epoch_seconds']:.1f} s)", flush=True)  # fmt: skip
