@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("study", help="run the numbered notebooks in order with papermill")
-    s.add_argument("-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable, merged in order)")
+    s.add_argument(
+        "-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable, merged in order)"
+    )
     s.add_argument("--data-dir", help="LiTS folder (flat or Kaggle layout); overrides data_dir")
     s.add_argument("--run-name", help="output folder name under outputs/")
     s.add_argument("--start", help="restart from this notebook number, e.g. 03")

@@ -113,7 +113,9 @@ def _size_strata(ids: list[int], sizes: dict[int, float], n: int) -> list[list[i
     return [list(s) for s in np.array_split(np.array(ordered, dtype=int), n) if len(s)]
 
 
-def select_volumes(volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, volume_ids: list[int] | None = None) -> list[int]:
+def select_volumes(
+    volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, volume_ids: list[int] | None = None
+) -> list[int]:
     """Choose the study's volumes among the eligible ones (STUDY §1).
 
     Explicit ``volume_ids`` win (each must be eligible). Otherwise a seeded draw of ``n_volumes``

@@ -34,7 +34,9 @@ VOLUME_RULES = {
 }
 
 
-def evaluate(p: Params, *, model_name: str | None = None, progress: bool = True, save_predictions: bool = True) -> dict[str, Any]:
+def evaluate(
+    p: Params, *, model_name: str | None = None, progress: bool = True, save_predictions: bool = True
+) -> dict[str, Any]:
     """Score ``models/<model>/best.pt`` on the test split, per slice and per volume.
 
     Returns:
@@ -62,7 +64,9 @@ def evaluate(p: Params, *, model_name: str | None = None, progress: bool = True,
     gt = np.stack([cache.mask(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
     pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, progress=progress,
                           desc="test slices")  # fmt: skip
-    per_slice = per_slice_table(pred, gt, ids={"volume_id": test.volume_id.to_numpy(), "slice_idx": test.slice_idx.to_numpy()})
+    per_slice = per_slice_table(
+        pred, gt, ids={"volume_id": test.volume_id.to_numpy(), "slice_idx": test.slice_idx.to_numpy()}
+    )
     per_slice["error_px"] = per_slice.liver_fp + per_slice.liver_fn + per_slice.tumor_fp + per_slice.tumor_fn
     cm = confusion_matrix(pred, gt)
     slice_seconds = time.perf_counter() - t0
@@ -80,7 +84,9 @@ def evaluate(p: Params, *, model_name: str | None = None, progress: bool = True,
         rows.append({"volume_id": int(r.volume_id), "slices": case.mask.shape[0], "spacing": "x".join(f"{s:.3g}" for s in case.spacing),
                      **{k: v for k, v in m.items() if not isinstance(v, str)}})  # fmt: skip
         if save_predictions:
-            save_mask_like(labels, case, run.root / "predictions" / model_name / f"prediction-{int(r.volume_id)}.nii.gz")
+            save_mask_like(
+                labels, case, run.root / "predictions" / model_name / f"prediction-{int(r.volume_id)}.nii.gz"
+            )
     per_volume = pd.DataFrame(rows)
     volume_seconds = time.perf_counter() - t1
     summary = summarize(p, per_slice, per_volume, cm, ckpt, model_name)
@@ -130,13 +136,23 @@ def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: 
         "per_volume_rows": per_volume.to_dict(orient="records"),
         "confidence_intervals": ci,
         "ttest_liver_vs_tumor": tt,
-        "confusion_matrix": {"rows": "truth", "cols": "prediction", "classes": ["background", "liver", "tumor"],
-                             "counts": cm.tolist()},  # fmt: skip
-        "counts": {"test_slices": int(len(per_slice)), "test_slices_with_tumor": int((per_slice.tumor_gt_px > 0).sum()),
-                   "test_volumes": int(per_slice.volume_id.nunique())},  # fmt: skip
-        "rules": {"per_slice_dice": "smoothed: (2TP+eps)/(2TP+FP+FN+eps), eps=1e-6, empty/empty = 1",
-                  "per_slice_classes": "paper: liver = label 1, tumor = label 2",
-                  "iou": "counted from TP/FP/FN (not derived from Dice)", **{f"per_volume_{k}": v for k, v in VOLUME_RULES.items()}},  # fmt: skip
+        "confusion_matrix": {
+            "rows": "truth",
+            "cols": "prediction",
+            "classes": ["background", "liver", "tumor"],
+            "counts": cm.tolist(),
+        },  # fmt: skip
+        "counts": {
+            "test_slices": int(len(per_slice)),
+            "test_slices_with_tumor": int((per_slice.tumor_gt_px > 0).sum()),
+            "test_volumes": int(per_slice.volume_id.nunique()),
+        },  # fmt: skip
+        "rules": {
+            "per_slice_dice": "smoothed: (2TP+eps)/(2TP+FP+FN+eps), eps=1e-6, empty/empty = 1",
+            "per_slice_classes": "paper: liver = label 1, tumor = label 2",
+            "iou": "counted from TP/FP/FN (not derived from Dice)",
+            **{f"per_volume_{k}": v for k, v in VOLUME_RULES.items()},
+        },  # fmt: skip
         "paper": {"test": paper.TEST, "val_best": paper.VAL_BEST, "ci95": paper.CI95, "ttest": paper.TTEST},
         "provenance": {**provenance(), "params": dict(p), "preprocess_key": ckpt["config"].get("preprocess_key")},
     }

@@ -35,7 +35,7 @@ def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
     out = np.empty((n, rows, cols), np.uint8)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32))[:, None].to(device)
+        x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))[:, None].to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype) if amp and device.type == "cuda" else nullcontext():
@@ -43,5 +43,5 @@ def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
         prob = logits.float().softmax(1)
         if (rows, cols) != tuple(prob.shape[-2:]):
             prob = F.interpolate(prob, size=(rows, cols), mode="bilinear", align_corners=False)
-        out[start:start + len(x)] = prob.argmax(1).to(torch.uint8).cpu().numpy()
+        out[start : start + len(x)] = prob.argmax(1).to(torch.uint8).cpu().numpy()
     return out

@@ -143,7 +143,9 @@ def _read(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated files: EOFError, ValueError (mmap), zlib.error, OSError
-        raise CaseError(f"{path}: voxel data cannot be read, file corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        raise CaseError(
+            f"{path}: voxel data cannot be read, file corrupt or truncated ({type(exc).__name__}: {exc})"
+        ) from exc
     return np.asarray(data)
 
 
@@ -193,8 +195,7 @@ def _to_labels(data: np.ndarray, path: Path) -> np.ndarray:
     if data.size and (data.min() < 0 or data.max() > max(LABELS.values())):
         bad = np.unique(data[(data < 0) | (data > max(LABELS.values()))])[:5]
         raise CaseError(
-            f"{path}: labels outside {{0, 1, 2}} (found {bad.tolist()}); LiTS masks hold "
-            "0 background, 1 liver, 2 tumor"
+            f"{path}: labels outside {{0, 1, 2}} (found {bad.tolist()}); LiTS masks hold 0 background, 1 liver, 2 tumor"
         )
     return data.astype(np.uint8)
 
@@ -230,13 +231,19 @@ def load_case(volume_path: str | Path, mask_path: str | Path | None = None, *, r
     """
     volume_path = Path(volume_path)
     img = _open(volume_path)
-    image = to_display(_to_int16(_read(img, volume_path), volume_path), img.affine) if read_image else np.empty((0, 0, 0), np.int16)
+    image = (
+        to_display(_to_int16(_read(img, volume_path), volume_path), img.affine)
+        if read_image
+        else np.empty((0, 0, 0), np.int16)
+    )
     mask = None
     if mask_path is not None:
         mask_path = Path(mask_path)
         mimg = _open(mask_path)
         if mimg.shape != img.shape:
-            raise CaseError(f"{mask_path}: mask shape {mimg.shape} differs from image shape {img.shape} of {volume_path}")
+            raise CaseError(
+                f"{mask_path}: mask shape {mimg.shape} differs from image shape {img.shape} of {volume_path}"
+            )
         if not np.allclose(mimg.affine, img.affine, atol=1e-3):
             raise CaseError(f"{mask_path}: mask affine differs from the affine of {volume_path}")
         mask = to_display(_to_labels(_read(mimg, mask_path), mask_path), img.affine)

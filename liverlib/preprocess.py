@@ -77,7 +77,9 @@ def clahe(x: np.ndarray, clip: float = 2.0, tile: int = 8) -> np.ndarray:
     return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply(u8).astype(np.float32) / 255.0
 
 
-def preprocess_slice(image: np.ndarray, cfg: PreprocessConfig, *, stages: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+def preprocess_slice(
+    image: np.ndarray, cfg: PreprocessConfig, *, stages: bool = False
+) -> np.ndarray | dict[str, np.ndarray]:
     """Preprocess one HU slice (H, W) to float32 (size, size) in [0, 1].
 
     With ``stages=True`` returns the intermediate images (original, normalised, CLAHE, gamma) at the
@@ -153,7 +155,9 @@ class SliceCache:
         if key not in self._open:
             path = self.root / f"{int(volume_id)}_{kind}.npy"
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: volume {volume_id} is not in the cache {self.root}; rebuild it (notebook 02)")
+                raise FileNotFoundError(
+                    f"{path}: volume {volume_id} is not in the cache {self.root}; rebuild it (notebook 02)"
+                )
             self._open[key] = np.load(path, mmap_mode="r")
         return self._open[key]
 
@@ -182,7 +186,9 @@ def cache_dir_for(cache_root: Path, cfg: PreprocessConfig, volumes: pd.DataFrame
     return Path(cache_root) / cfg.key / digest({"sources": sources}, n=10)
 
 
-def build_cache(volumes: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path, *, progress: bool = True) -> dict[str, Any]:
+def build_cache(
+    volumes: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path, *, progress: bool = True
+) -> dict[str, Any]:
     """Preprocess every slice of the given volumes once; reuse volumes already cached.
 
     Args:

@@ -36,7 +36,12 @@ def render_training(run: RunDir, p: Params) -> dict[str, Any]:
     write_table(t5, run.table(TABLES["table05"]))
     figures.save_figure(figures.fig06_loss_curves(hist), run.figure(FIGURES["fig06"]))
     figures.save_figure(figures.fig07_metric_curves(hist), run.figure(FIGURES["fig07"]))
-    return {"history": hist, "table05": t5, "fig06": run.figure(FIGURES["fig06"]), "fig07": run.figure(FIGURES["fig07"])}
+    return {
+        "history": hist,
+        "table05": t5,
+        "fig06": run.figure(FIGURES["fig06"]),
+        "fig07": run.figure(FIGURES["fig07"]),
+    }
 
 
 def _cases(arrays: Any, per_slice: pd.DataFrame, rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -44,7 +49,9 @@ def _cases(arrays: Any, per_slice: pd.DataFrame, rows: pd.DataFrame) -> list[dic
     out = []
     for r in rows.itertuples():
         i = pos[(r.volume_id, r.slice_idx)]
-        title = f"vol {int(r.volume_id)} slice {int(r.slice_idx)}" + (f" ({r.stratum} error)" if hasattr(r, "stratum") else "")
+        title = f"vol {int(r.volume_id)} slice {int(r.slice_idx)}" + (
+            f" ({r.stratum} error)" if hasattr(r, "stratum") else ""
+        )
         out.append({"image": arrays["images"][i].astype(np.float32), "gt": arrays["gt"][i], "pred": arrays["pred"][i],
                     "liver_dice": float(r.liver_dice_smoothed), "tumor_dice": float(r.tumor_dice_smoothed), "title": title})  # fmt: skip
     return out
@@ -59,7 +66,9 @@ def render_evaluation(run: RunDir) -> dict[str, Any]:
     t6, t7 = tables.table06_test(s), tables.table07_val_vs_test(s["val_best"], s)
     write_table(t6, run.table(TABLES["table06"]))
     write_table(t7, run.table(TABLES["table07"]))
-    figures.save_figure(figures.fig08_confusion_matrix(np.array(s["confusion_matrix"]["counts"])), run.figure(FIGURES["fig08"]))
+    figures.save_figure(
+        figures.fig08_confusion_matrix(np.array(s["confusion_matrix"]["counts"])), run.figure(FIGURES["fig08"])
+    )
     tumor = ps[ps.tumor_gt_px > 0] if (ps.tumor_gt_px > 0).sum() >= 3 else ps
     figures.save_figure(figures.fig09_cases(_cases(arrays, ps, figures.select_cases(tumor, min(3, len(tumor)), by="tumor_gt_px", strategy="spread"))),
                         run.figure(FIGURES["fig09"]))  # fmt: skip
@@ -151,7 +160,12 @@ def write_report(run: RunDir, p: Params) -> Path:
         "## Tables", "",
     ]  # fmt: skip
     for key, name in TABLES.items():
-        lines += [f"### {key.replace('table', 'Table ').replace(' 0', ' ')} — `tables/{name}.csv`", "", _md(run.table(name)), ""]
+        lines += [
+            f"### {key.replace('table', 'Table ').replace(' 0', ' ')} — `tables/{name}.csv`",
+            "",
+            _md(run.table(name)),
+            "",
+        ]
     lines += ["## Figures", ""]
     for key, name in FIGURES.items():
         lines += [f"### {key.replace('fig', 'Fig. ').replace(' 0', ' ')}", "", f"![{name}](figures/{name}.png)", ""]

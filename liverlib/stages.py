@@ -78,7 +78,10 @@ def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
     enhanced = stages.get("gamma", stages.get("CLAHE", raw))
     figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure("fig04_intensity_histograms"))
     liver, tumor = mask == LABELS["liver"], mask == LABELS["tumor"]
-    out: dict[str, Any] = {"stages": stages, "example_slice": {"volume_id": int(row.volume_id), "slice_idx": int(row.slice_idx)}}
+    out: dict[str, Any] = {
+        "stages": stages,
+        "example_slice": {"volume_id": int(row.volume_id), "slice_idx": int(row.slice_idx)},
+    }
     if liver.any() and tumor.any():
         out["example_contrast"] = {
             "liver_minus_tumor_normalised": float(raw[liver].mean() - raw[tumor].mean()),
@@ -126,7 +129,6 @@ def cache_stats(p: Params) -> dict[str, Any]:
     cache = SliceCache(Path(info["cache_dir"]))
     vals = np.concatenate([np.asarray(cache.image(v)[::4]).ravel()[::97] for v in selected_volumes(run).volume_id])
     return {"mean": float(vals.mean()), "std": float(vals.std()), "min": float(vals.min()), "max": float(vals.max())}
-
 
 
 def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:

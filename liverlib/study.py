@@ -75,7 +75,7 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         names = [nb.name for nb in nbs]
         if not any(n.startswith(start) for n in names):
             raise ParamError(f"--start {start!r}: no notebook of {names} starts with it")
-        nbs = nbs[next(i for i, n in enumerate(names) if n.startswith(start)):]
+        nbs = nbs[next(i for i, n in enumerate(names) if n.startswith(start)) :]
     if only:
         nbs = [nb for nb in nbs if any(nb.name.startswith(o) for o in only)]
     timing_path = run.root / "study.json"
@@ -125,7 +125,11 @@ def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
 
         cv = pd.concat(frames, ignore_index=True)
         write_table(cv, out.root / "cv_per_volume.csv", markdown=False)
-        summary = {"folds": p.folds, "volumes": int(len(cv)), "rule": "per volume, LiTS classes; NaN (both empty) left out"}
+        summary = {
+            "folds": p.folds,
+            "volumes": int(len(cv)),
+            "rule": "per volume, LiTS classes; NaN (both empty) left out",
+        }
         for c in ("liver", "tumor"):
             tp, pv_, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
             summary[f"{c}_dice_per_case"] = float(cv[f"{c}_dice"].mean())

@@ -168,7 +168,9 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
         correct += int((pred == y).sum())
         pixels += y.numel()
         stats.append(slice_stats(pred.cpu(), y.cpu()))
-    tp, fp, fn = (np.concatenate([s[k] for s in stats]) if stats else np.zeros((0, 2), np.int64) for k in ("tp", "fp", "fn"))
+    tp, fp, fn = (
+        np.concatenate([s[k] for s in stats]) if stats else np.zeros((0, 2), np.int64) for k in ("tp", "fp", "fn")
+    )
     if world > 1:  # gather every rank's shard: metrics are over the whole validation set
         import torch.distributed as dist
 
@@ -223,7 +225,9 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     if p.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor, patience=p.plateau_patience)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=p.plateau_factor, patience=p.plateau_patience
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
     history: list[dict[str, Any]] = []
@@ -245,12 +249,18 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     resumed_from = start - 1
     raw = model
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if p.compile:
         model = torch.compile(model)
     import liverlib.augment as aug
 
-    transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma, seed=p.seed) if p.augment else None
+    transform = (
+        aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma, seed=p.seed)
+        if p.augment
+        else None
+    )
     train_ds = SliceDataset(train_idx, cache, transform)
     val_ds = SliceDataset(val_idx, cache, None)
     done_now = 0

@@ -38,8 +38,9 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path / "ddp/models/unet_smp/last.pt")
     assert ckpt["world_size"] == 2
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the unwrapped model was saved
-    # validation metrics are gathered over all ranks: the single-process validation of the saved
-    # weights on the whole validation set gives the same loss
+    # validation metrics are gathered over all ranks: the single-process validation of the saved weights
+    # on the whole validation set gives the same per-slice metrics (the loss itself depends on how slices
+    # are batched, because its Dice term pools a batch)
     import torch
 
     from liverlib.dataset import SliceDataset, open_run_cache, split_index
@@ -51,5 +52,8 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     run = RunDir.from_params(p)
     model = model_from_checkpoint(ckpt)
     ds = SliceDataset(split_index(run, "val"), open_run_cache(run, PreprocessConfig.from_params(p)))
-    val = validate(model, _loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")), CombinedLoss(), torch.device("cpu"))
-    assert val["val_loss"] == pytest.approx(hist.val_loss.iloc[-1], rel=1e-4)
+    val = validate(
+        model, _loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")), CombinedLoss(), torch.device("cpu")
+    )
+    for key in ("val_liver_dice", "val_tumor_dice", "val_pixel_acc"):
+        assert val[key] == pytest.approx(hist[key].iloc[-1], abs=1e-3), key

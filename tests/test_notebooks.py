@@ -106,9 +106,15 @@ def test_nbval_runs_the_notebooks_as_users_open_them(study: Path, tmp_path: Path
     """Copies of the notebooks with this run's parameters (papermill --prepare-only) pass nbval --nbval-lax."""
     import papermill as pm
 
-    params = {**load_profiles(ROOT / "params/base.yaml", ROOT / "params/smoke.yaml"), **TINY, "output_root": str(study.parent)}
+    params = {
+        **load_profiles(ROOT / "params/base.yaml", ROOT / "params/smoke.yaml"),
+        **TINY,
+        "output_root": str(study.parent),
+    }
     for nb in notebooks():
-        pm.execute_notebook(str(nb), str(tmp_path / nb.name), parameters=params, prepare_only=True, kernel_name="python3")
+        pm.execute_notebook(
+            str(nb), str(tmp_path / nb.name), parameters=params, prepare_only=True, kernel_name="python3"
+        )
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
                            "-o", "addopts=", str(tmp_path)], capture_output=True, text=True, cwd=ROOT / "notebooks")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
