@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from liverlib import paper
-from liverlib.params import ParamError, Params, project_root, resolve_path
+from liverlib.params import ParamError, Params, project_root
 from liverlib.run import RunDir, RunError, read_json
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -111,8 +111,3 @@ def run_ablation(p: Params, *, progress: bool = True) -> pd.DataFrame:
         if not reuse_main(p, arm):
             run_arm(p, arm, progress=progress)
     return table04(p)
-
-
-def output_root_of(p: Params) -> Path:
-    """Where arms live: ``<run>/ablation``."""
-    return resolve_path(p.output_root) / p.run_name / "ablation"

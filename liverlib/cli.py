@@ -10,33 +10,33 @@ from liverlib.params import ParamError
 from liverlib.run import RunError
 
 
+def _overrides(pairs: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` pairs with YAML values (``epochs=10``, ``hu_window=[-200,250]``)."""
+    import yaml
+
+    out = {}
+    for kv in pairs or []:
+        key, _, val = kv.partition("=")
+        out[key] = yaml.safe_load(val)
+    return out
+
+
 def _study(a: argparse.Namespace) -> None:
     from liverlib.study import run_study
 
-    overrides = {}
+    overrides = _overrides(a.set)
     if a.data_dir is not None:
         overrides["data_dir"] = a.data_dir
     if a.run_name:
         overrides["run_name"] = a.run_name
-    for kv in a.set or []:
-        import yaml
-
-        key, _, val = kv.partition("=")
-        overrides[key] = yaml.safe_load(val)
     run_study(a.f, overrides=overrides, start=a.start, only=a.only)
 
 
 def _train(a: argparse.Namespace) -> None:
-    import yaml
-
     from liverlib.params import load_profiles, resolve
     from liverlib.training import train
 
-    values = load_profiles(*a.f)
-    for kv in a.set or []:
-        key, _, val = kv.partition("=")
-        values[key] = yaml.safe_load(val)
-    p = resolve(**values)
+    p = resolve(**{**load_profiles(*a.f), **_overrides(a.set)})
     train(p, model_name=a.model)
 
 

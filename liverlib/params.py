@@ -193,7 +193,9 @@ def load_profiles(*paths: str | Path) -> dict[str, Any]:
     return merged
 
 
-def resolve(namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Params:
+def resolve(
+    namespace: Mapping[str, Any] | None = None, *, _source: str = "notebook parameters", **overrides: Any
+) -> Params:
     """Resolve the parameters a notebook sees: DEFAULTS ← its variables ← overrides, all validated.
 
     In a notebook call ``P = liverlib.resolve_params(globals())`` after the parameters cell (and the
@@ -210,7 +212,7 @@ def resolve(namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Par
             values[key] = value
     values.update(overrides)
     p = Params(copy.deepcopy(DEFAULTS))  # list defaults must not be shared with (and mutated through) a run
-    p.update(validate(values, "notebook parameters"))
+    p.update(validate(values, _source))
     if p.hu_window and (len(p.hu_window) != 2 or not p.hu_window[0] < p.hu_window[1]):
         raise ParamError(f"'hu_window' must be [] or [low, high] with low < high, got {p.hu_window}")
     if p.folds == 1 or p.folds < 0:

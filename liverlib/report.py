@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +179,3 @@ def write_report(run: RunDir, p: Params) -> Path:
         "sigma=50) moves pixels by well under a pixel.", "",
     ]  # fmt: skip
     return write_text(run.root / "report.md", "\n".join(lines))
-
-
-def summary_json(path: Path) -> dict[str, Any]:
-    """Read a summary.json (for ablation arms)."""
-    return json.loads(Path(path).read_text())

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from liverlib.curation import curate, table3
@@ -118,17 +117,6 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     stats["manifest_slices"] = {s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}
     write_json(run.root / "preprocess.json", stats)
     return out
-
-
-def cache_stats(p: Params) -> dict[str, Any]:
-    """Intensity statistics of the cached training slices (mean/std/min/max of the float16 images)."""
-    run = RunDir.from_params(p)
-    info = read_json(run.root / "preprocess.json")
-    from liverlib.preprocess import SliceCache
-
-    cache = SliceCache(Path(info["cache_dir"]))
-    vals = np.concatenate([np.asarray(cache.image(v)[::4]).ravel()[::97] for v in selected_volumes(run).volume_id])
-    return {"mean": float(vals.mean()), "std": float(vals.std()), "min": float(vals.min()), "max": float(vals.max())}
 
 
 def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:

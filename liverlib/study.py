@@ -42,7 +42,7 @@ def study_parameters(profiles: list[str], overrides: dict[str, Any] | None = Non
     """Merge profiles and overrides, validated (an unknown key is an error, not papermill's warning)."""
     values = load_profiles(*profiles)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None or k == "data_dir"})
-    resolve(**values)  # full validation, including cross-field checks
+    resolve(_source="profiles and overrides", **values)  # full validation, including cross-field checks
     return values
 
 
