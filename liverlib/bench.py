@@ -109,8 +109,8 @@ def _trim_heap() -> None:
 
 
 class PeakMemory:
-    """Peak memory of a block in MiB: CUDA ``max_memory_allocated``; CPU the increase of process RSS over its
-    value at entry, sampled every 5 ms with psutil (``None`` without psutil)."""
+    """Peak memory a block adds, in MiB: on CUDA ``max_memory_allocated`` minus the allocation at entry; on CPU
+    the process RSS peak (sampled every 5 ms with psutil; ``None`` without it) minus the RSS at entry."""
 
     def __init__(self, device: torch.device):
         self.device, self.mib = device, None
@@ -119,6 +119,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             _sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
             return self
         try:
             import psutil
@@ -138,7 +139,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             _sync(self.device)
-            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
         elif hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join()
@@ -237,23 +238,20 @@ def profile_step(step: Callable[[], Any], device: torch.device, top: int = 8) ->
             "op_names": set(ev.op), "clock": clock}  # fmt: skip
 
 
-def measure_model(name: str, size: int, *, batch_size: int, device: torch.device, fast: bool, reps: Reps,
-                  profile: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Training and inference slices/s and peak memory of one model on one path.
+@dataclass
+class _Path:
+    """One model on one path, ready to step: closures over its model, optimizer and a fixed random batch."""
 
-    Args:
-        name: "hybrid" or "unet_smp".
-        size: square input side; inputs are random float32 (B, 1, size, size) in [0, 1], labels random in {0, 1, 2}.
-        batch_size: slices per step (8 in the paper).
-        device: where it runs.
-        fast: fused attention + channels_last + inference_mode (+ autocast on CUDA); else the naive path.
-        reps: repetitions.
-        profile: also profile one (warm) training step.
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    train_step: Callable[[], None]
+    infer_step: Callable[[], None]
+    precision: str
 
-    Returns:
-        dict with ``train_slices_s``, ``infer_slices_s``, step seconds, timed step counts, peak memory (MiB)
-        and, with ``profile``, ``profile`` (see :func:`profile_step`).
-    """
+
+def _build_path(name: str, size: int, batch_size: int, device: torch.device, fast: bool) -> _Path:
+    """The naive path (NCHW, fp32, explicit attention, no_grad) or the fast one (fused attention, channels_last,
+    inference_mode, autocast on CUDA), with the training loop's step: CombinedLoss, grad clip 1.0, AdamW."""
     torch.manual_seed(0)
     fmt = torch.channels_last if fast else torch.contiguous_format
     model = build_model(name, image_size=size, fused_attention=fast).to(device).to(memory_format=fmt)
@@ -280,29 +278,80 @@ def measure_model(name: str, size: int, *, batch_size: int, device: torch.device
         with torch.inference_mode() if fast else torch.no_grad(), autocast():
             model(x)
 
-    model.train()
-    with PeakMemory(device) as mem_train:
-        train_s, train_n = time_calls(train_step, device, reps)
-    out: dict[str, Any] = {}
-    if profile:
-        out["profile"] = profile_step(train_step, device)
-    opt.zero_grad(set_to_none=True)
-    opt.state.clear()  # inference memory: weights and activations only
+    return _Path(model, opt, train_step, infer_step, str(amp_dtype).replace("torch.", "") if use_amp else "fp32")
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, reps: Reps
+) -> dict[str, tuple[float, int]]:
+    """Median seconds per call and number of timed calls of each function, called in turn (a, b, a, b, …) so that
+    all see the same machine load; at least ``reps.min_steps`` rounds and ``reps.min_seconds`` each."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    while True:
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t)
+        n, spent = len(times[k]), min(sum(v) for v in times.values())
+        if n >= reps.max_steps or (n >= reps.min_steps and spent >= reps.min_seconds):
+            return {k: (float(np.median(v)), len(v)) for k, v in times.items()}
+
+
+def measure_model(name: str, size: int, *, batch_size: int, device: torch.device, reps: Reps,
+                  profile: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:  # fmt: skip
+    """Training and inference slices/s and peak memory of one model, naive and fast path side by side.
+
+    Both paths are built with the same weights; each is warmed up (``max(1, reps.warmup)`` calls, its peak
+    memory measured there), then their timed calls alternate and the median call time counts.
+
+    Args:
+        name: "hybrid" or "unet_smp".
+        size: square input side; inputs are random float32 (B, 1, size, size) in [0, 1], labels random in {0, 1, 2}.
+        batch_size: slices per step (8 in the paper).
+        device: where it runs.
+        reps: repetitions.
+        profile: also profile one (warm) training step of the fast path.
+
+    Returns:
+        (a row per path with ``train_slices_s``, ``infer_slices_s``, median step seconds, timed step counts and
+        peak memory in MiB; the profile of :func:`profile_step`, or None).
+    """
+    paths = {"naive": _build_path(name, size, batch_size, device, False)}
+    paths["fast"] = _build_path(name, size, batch_size, device, True)
+    peak: dict[tuple[str, str], float | None] = {}
+
+    def warm(phase: str) -> None:
+        for key, p in paths.items():
+            with PeakMemory(device) as mem:
+                for _ in range(max(1, reps.warmup)):
+                    getattr(p, f"{phase}_step")()
+            peak[key, phase] = mem.mib
+
+    for p in paths.values():
+        p.model.train()
+    warm("train")
+    train = time_interleaved({k: p.train_step for k, p in paths.items()}, device, reps)
+    prof = profile_step(paths["fast"].train_step, device) if profile else None
+    for p in paths.values():
+        p.opt.zero_grad(set_to_none=True)
+        p.opt.state.clear()  # inference memory: weights and activations only
+        p.model.eval()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    model.eval()
-    with PeakMemory(device) as mem_infer:
-        infer_s, infer_n = time_calls(infer_step, device, reps)
-    amp = str(amp_dtype).replace("torch.", "") if use_amp else "fp32"
-    return out | {"model": name, "size": size, "path": "fast" if fast else "naive", "precision": amp,
-                  "train_slices_s": batch_size / train_s, "infer_slices_s": batch_size / infer_s, "train_step_s": train_s,
-                  "infer_step_s": infer_s, "train_steps": train_n, "infer_steps": infer_n,
-                  "train_peak_mib": mem_train.mib, "infer_peak_mib": mem_infer.mib}  # fmt: skip
+    warm("infer")
+    infer = time_interleaved({k: p.infer_step for k, p in paths.items()}, device, reps)
+    rows = [{"model": name, "size": size, "path": k, "precision": p.precision,
+             "train_slices_s": batch_size / train[k][0], "infer_slices_s": batch_size / infer[k][0],
+             "train_step_s": train[k][0], "infer_step_s": infer[k][0], "train_steps": train[k][1],
+             "infer_steps": infer[k][1], "train_peak_mib": peak[k, "train"], "infer_peak_mib": peak[k, "infer"]}
+            for k, p in paths.items()]  # fmt: skip
+    return rows, prof
 
 
 def measure_models(names: tuple[str, ...] | list[str], sizes: list[int], *, batch_size: int, device: torch.device,
                    reps: Reps, profile_size: int | None = None, log: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict | None]:  # fmt: skip
-    """:func:`measure_model` for every model × size × path, with FLOPs and achieved GFLOP/s per row.
+    """:func:`measure_model` for every model × size, with FLOPs and achieved GFLOP/s per row.
 
     Returns:
         (one row per model, size and path; the profile of the paper model's fast training step at
@@ -312,17 +361,19 @@ def measure_models(names: tuple[str, ...] | list[str], sizes: list[int], *, batc
     for size in sizes:
         for name in names:
             flops = count_flops(name, size)
-            for fast in (False, True):
-                want = fast and name == "hybrid" and size == profile_size
-                log(f"bench: {name} {size}² {'fast' if fast else 'naive'} path, batch {batch_size} ...")
-                r = measure_model(name, size, batch_size=batch_size, device=device, fast=fast, reps=reps, profile=want)
-                prof = r.pop("profile", prof)
+            log(f"bench: {name} {size}², naive and fast path in turn, batch {batch_size} ...")
+            got, p = measure_model(name, size, batch_size=batch_size, device=device, reps=reps,
+                                   profile=name == "hybrid" and size == profile_size)  # fmt: skip
+            prof = p or prof
+            for r in got:
                 r |= {"gflop_fwd_per_slice": flops["forward"] / 1e9, "gflop_train_per_slice": flops["train"] / 1e9,
                       "train_gflops": r["train_slices_s"] * flops["train"] / 1e9,
                       "infer_gflops": r["infer_slices_s"] * flops["forward"] / 1e9,
                       "flop_share_conv": flops["convolution"], "flop_share_linear": flops["linear"],
                       "flop_share_attention": flops["attention"]}  # fmt: skip
-                log(f"bench:   train {r['train_slices_s']:.3g} slices/s, inference {r['infer_slices_s']:.3g} slices/s")
+                log(
+                    f"bench:   {r['path']}: train {r['train_slices_s']:.3g} slices/s, inference {r['infer_slices_s']:.3g} slices/s"
+                )
                 rows.append(r)
     return pd.DataFrame(rows), prof
 
@@ -638,15 +689,12 @@ def machine_info(device: torch.device) -> dict[str, str]:
 
 
 def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: int, device: torch.device) -> list[str]:
-    peak = (
-        "CUDA `max_memory_allocated` (weights, optimizer state, activations)"
-        if device.type == "cuda"
-        else (
-            "increase of process RSS over its value before the warm-up (model built; optimizer state and activations "
-            "included), sampled every 5 ms with psutil after returning freed heap memory to the OS — an approximation"
-        )
-    )
-    ceiling = {r: matmul.get("fp32", np.nan) for r in ("fp32",)} | {k: v for k, v in matmul.items()}
+    what = ("`max_memory_allocated` minus the allocation before it" if device.type == "cuda" else
+            "process RSS peak minus the RSS before it, sampled every 5 ms with psutil after returning freed heap memory "
+            "to the OS (an approximation)")  # fmt: skip
+    peak = (f"what the warm-up call adds ({what}): for training the gradients, the AdamW state and the activations, "
+            "for inference the activations; the weights are not included")  # fmt: skip
+    ceiling = dict(matmul)
     df = models.assign(**{"train % of matmul": [100 * r.train_gflops / ceiling.get(r.precision, np.nan)
                                                 for r in models.itertuples()]})  # fmt: skip
     cols = {"model": "model", "size": "size", "path": "path", "precision": "precision",
@@ -787,8 +835,9 @@ def _explain_misses(result: dict[str, Any]) -> list[str]:
                        f"(the same fast path one slice at a time: {_fmt(vol['loop_fast_s'])} s vs {_fmt(vol['batched_s'])} s "
                        f"batched) and the fast path over the naive model, slice by slice, "
                        f"{vol['loop_naive_s'] / vol['loop_fast_s']:.2f}×."
-                       + (" A batch of 16 is barely cheaper per slice than a batch of 1 here: the loop's cost is the "
-                          "model's arithmetic, not per-call overhead." if vol["loop_fast_s"] < 1.3 * vol["batched_s"] else ""))  # fmt: skip
+                       + (f" A batch of {vol['batch_size']} is {'no' if vol['loop_fast_s'] < vol['batched_s'] else 'barely'} "
+                          "cheaper per slice than a batch of 1 here: the loop's cost is the model's arithmetic, not "
+                          "per-call overhead." if vol["loop_fast_s"] < 1.3 * vol["batched_s"] else ""))  # fmt: skip
         elif r.group == "data" and data:
             out.append(f"**{r.measure}** ({r.target}): augmentation {_fmt(data['augment_0w_s'])} samples/s in one process, "
                        f"{_fmt(data['loader_2w_s'])} slices/s from 2 workers; items without augmentation "
@@ -809,11 +858,11 @@ def render_report(result: dict[str, Any]) -> str:
              "Nothing here is a test: numbers depend on the machine and its load.", "",
              "## Machine", "", pd.DataFrame(list(info.items()), columns=["", "value"]).to_markdown(index=False), ""]  # fmt: skip
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = float(info["load average at end"].split(",")[0]) if "load average at end" in info else 0.0
-    if load > 0.5 * cores or float(info["load average at start"].split(",")[0]) > 0.5 * cores:
-        lines += [f"**The machine was busy during this run** (1-min load average up to {max(load, float(info['load average at start'].split(',')[0])):.1f} "
-                  f"on {cores} cores, other processes included): the rates below are lower and noisier than on an idle "
-                  "machine; rerun on an idle one before quoting them.", ""]  # fmt: skip
+    load = float(info.get("1-min load average, highest seen at a step", 0.0))
+    if load > cores + 0.5:  # this process alone brings the load to about min(threads, cores)
+        lines += [f"**The machine was busy during this run** (1-min load average up to {load:.1f} on {cores} cores; "
+                  "this benchmark alone accounts for about its number of threads): the rates below are lower and "
+                  "noisier than on an idle machine; rerun on an idle one before quoting them.", ""]  # fmt: skip
     lines += ["## Summary", "", format_table(summary), "",
               "`ratio` is a speed-up: fast ÷ naive for rates, reference ÷ measured for seconds, DataLoader ÷ model "
               "consumption for the data path. `met`: pass / MISSED against the target beside it.", ""]  # fmt: skip
@@ -860,6 +909,13 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
         raise ParamError(f"bench: --sizes must be positive multiples of 32 (the smp U-Net needs it), got {sizes}")
     device = resolve_device(str(device))
     reps = reps or Reps.for_run(quick, device)
+    loads = [os.getloadavg()[0]]
+    say = log
+
+    def log(msg: str) -> None:  # noqa: F811 (also samples the machine's load at every step)
+        loads.append(os.getloadavg()[0])
+        say(msg)
+
     t0 = time.perf_counter()
     info = machine_info(device)
     log(f"bench: {info['CPU']}; {info['python / torch']}; device {info['device']}")
@@ -887,12 +943,14 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
     if "data" not in groups:
         data = None
     info["load average at end"] = "{:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
+    info["1-min load average, highest seen at a step"] = f"{max(loads):.2f}"
     summary = summary_table(models if models is not None else pd.DataFrame(columns=["model", "size"]), data, volume,
                             matmul, device)  # fmt: skip
     caveats = [
         "One process measures everything in sequence; each rate is measured alone, so the DataLoader ratio compares "
         "the loader and the model each with the whole machine (in training they share its cores).",
-        "Timed calls follow untimed warm-up calls; CPU rates use all of torch's intra-op threads.",
+        "Each model's naive and fast paths are warmed up, then timed in turn (naive, fast, naive, …) so that both see the "
+        "same machine load; rates use the median call. CPU rates use all of torch's intra-op threads.",
         "Inputs are random tensors and the models have random weights: speed does not depend on either.",
     ]
     if quick:
