@@ -9,6 +9,7 @@ memory maps and never re-reads NIfTI.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping
@@ -92,11 +93,20 @@ def preprocess_slice(
         x = clahe(x, cfg.clahe_clip, cfg.clahe_tile)
         out["CLAHE"] = x
     if cfg.use_gamma:
-        x = np.power(x, cfg.gamma, dtype=np.float32)
+        if cfg.use_clahe:  # CLAHE output is k/255: a 256-entry table gives exactly x**gamma, ~10x faster
+            x = _gamma_table(cfg.gamma)[np.rint(x * 255.0).astype(np.uint8)]
+        else:
+            x = np.power(x, cfg.gamma, dtype=np.float32)
         out["gamma"] = x
     if stages:
         return out
     return resize_image(x, cfg.image_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _gamma_table(gamma: float) -> np.ndarray:
+    """``(k / 255) ** gamma`` for k = 0..255, float32 (the same arithmetic as ``np.power`` on the image)."""
+    return np.power(np.arange(256, dtype=np.float32) / np.float32(255.0), gamma, dtype=np.float32)
 
 
 def resize_image(x: np.ndarray, size: int) -> np.ndarray:
