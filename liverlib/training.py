@@ -108,7 +108,7 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
             rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
     """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice)."""
     g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
-    workers = p.num_workers if device.type == "cuda" or p.num_workers else 0
+    workers = p.num_workers  # seeded per worker (_seed_worker), so runs stay reproducible
     sampler = None
     if world > 1 and shuffle:
         from torch.utils.data.distributed import DistributedSampler
