@@ -8,7 +8,6 @@ HD95 (mm, the file's spacing) are computed LiTS-style (liver = label ≥ 1, tumo
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -19,11 +18,11 @@ from tqdm.auto import tqdm
 from liverlib import paper
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
-from liverlib.io import atomic_path, load_case, save_mask_like
+from liverlib.io import atomic_write, load_case, save_mask_like
 from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices, volume_metrics
 from liverlib.params import Params
 from liverlib.preprocess import PreprocessConfig
-from liverlib.run import RunDir, provenance, write_table
+from liverlib.run import RunDir, RunError, provenance, write_json, write_table
 from liverlib.stats import bootstrap_ci, paired_ttest
 from liverlib.training import load_checkpoint, model_dir, model_from_checkpoint, resolve_device
 
@@ -53,8 +52,6 @@ def evaluate(
     ckpt_path = model_dir(run, model_name) / "best.pt"
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     if ckpt["config"].get("image_size") != p.image_size or ckpt["config"].get("preprocess_key") != cfg.key:
-        from liverlib.run import RunError
-
         raise RunError(f"{ckpt_path}: trained on another image size or preprocessing than these parameters")
     model = model_from_checkpoint(ckpt, device)
     t0 = time.perf_counter()
@@ -115,16 +112,17 @@ def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: 
               model_name: str) -> dict[str, Any]:  # fmt: skip
     """``summary.json``: per-slice and per-volume metrics with rules, CIs, t-test, counts, paper values, provenance."""
     s = summarize_slices(per_slice)
+
+    def ci95(values: np.ndarray) -> dict[str, Any]:
+        low, high = bootstrap_ci(values, n_resamples=p.bootstrap_resamples, seed=p.seed)
+        return {"low": low, "high": high, "method": "percentile bootstrap, 95%", "resamples": p.bootstrap_resamples,
+                "seed": p.seed}  # fmt: skip
+
     ci = {}
     for c in ("liver", "tumor"):
-        for col, key in ((f"{c}_dice_smoothed", f"{c}_dice_smoothed"),):
-            ci[key] = dict(zip(("low", "high"), bootstrap_ci(per_slice[col].to_numpy(), n_resamples=p.bootstrap_resamples,
-                                                              seed=p.seed)))  # fmt: skip
-        pos = per_slice[per_slice[f"{c}_gt_px"] > 0]
-        ci[f"{c}_dice_gt_positive"] = dict(zip(("low", "high"), bootstrap_ci(pos[f"{c}_dice_smoothed"].to_numpy(),
-                                                                            n_resamples=p.bootstrap_resamples, seed=p.seed)))  # fmt: skip
-    for v in ci.values():
-        v.update(method="percentile bootstrap, 95%", resamples=p.bootstrap_resamples, seed=p.seed)
+        dice = per_slice[f"{c}_dice_smoothed"]
+        ci[f"{c}_dice_smoothed"] = ci95(dice.to_numpy())
+        ci[f"{c}_dice_gt_positive"] = ci95(dice[per_slice[f"{c}_gt_px"] > 0].to_numpy())
     tt = paired_ttest(per_slice.liver_dice_smoothed.to_numpy(), per_slice.tumor_dice_smoothed.to_numpy())
     tt["what"] = "paired t-test, liver vs tumor Dice (ε-smoothed) over test slices (scipy.stats.ttest_rel)"
     return {
@@ -160,16 +158,10 @@ def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: 
 
 def write_outputs(run: RunDir, result: dict[str, Any], prefix: str = "") -> None:
     """Write ``per_slice.csv``, ``per_volume.csv`` and ``summary.json`` (atomically) under ``prefix``."""
-    from liverlib.run import write_json
-
     base = run.root / prefix if prefix else run.root
     write_table(result["per_slice"], base / "per_slice.csv", markdown=False)
     write_table(result["per_volume"], base / "per_volume.csv", markdown=False)
     write_json(base / "summary.json", result["summary"])
-    tmp = atomic_path(base / "test_predictions.npz")
-    try:
-        with open(tmp, "wb") as fh:  # test slices at the model's resolution, for Figs. 9-11 (notebook 06)
-            np.savez_compressed(fh, **result["arrays"])
-        os.replace(tmp, base / "test_predictions.npz")
-    finally:
-        tmp.unlink(missing_ok=True)
+    # test slices at the model's resolution, for Figs. 9-11 (notebook 06)
+    with atomic_write(base / "test_predictions.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **result["arrays"])

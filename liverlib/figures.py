@@ -10,8 +10,6 @@ false positives yellow and false negatives blue.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from liverlib.io import atomic_write
 from liverlib.labels import CLASS_NAMES, FOREGROUND, LABELS
 
 HU_WINDOW: tuple[float, float] = (-200.0, 250.0)
@@ -43,15 +42,11 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     The suffix picks the format (PNG without one); parent folders are created; ``dpi`` applies to raster formats.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{fmt}.tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
     return path
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,28 +262,35 @@ def load_case(volume_path: str | Path, mask_path: str | Path | None = None, *, r
     )
 
 
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling of ``path`` with the same suffixes (so nibabel and pandas pick the format)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent)
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds.
+
+    The temporary file keeps ``path``'s suffixes (so nibabel, numpy and matplotlib pick the format) and
+    is removed on failure: a crash never leaves half a file, and an existing ``path`` stays intact.
+    Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, header: nib.Nifti1Header | None = None) -> Path:
     """Write a NIfTI file atomically (temp file, then rename): a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = nib.Nifti1Image(data, affine, header=header)
     if header is not None:
         out.set_data_dtype(data.dtype)
         out.header.set_slope_inter(1.0, 0.0)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         nib.save(out, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def save_mask_like(mask: np.ndarray, reference: str | Path | Case, path: str | Path) -> Path:

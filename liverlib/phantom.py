@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from nibabel import orientations as nio
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from liverlib.io import DISPLAY_AXCODES, atomic_path, save_nifti
+from liverlib.io import DISPLAY_AXCODES, atomic_write, save_nifti
 from liverlib.labels import LABELS
 
 PHANTOM_VERSION = 1
@@ -393,7 +392,6 @@ def generate_phantom(
         cases.append(plan | record)
     for name in files(old) - files({"cases": cases}):
         (out / name).unlink(missing_ok=True)  # only files an earlier phantom.json listed (e.g. .nii after .nii.gz)
-    tmp = atomic_path(meta_path)
-    tmp.write_text(json.dumps({"params": params, "cases": cases}, indent=1))
-    os.replace(tmp, meta_path)
+    with atomic_write(meta_path) as tmp:
+        tmp.write_text(json.dumps({"params": params, "cases": cases}, indent=1))
     return [out / c["volume"] for c in cases]

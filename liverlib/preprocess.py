@@ -10,7 +10,6 @@ memory maps and never re-reads NIfTI.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from liverlib.io import atomic_path, load_case
+from liverlib.io import atomic_write, load_case
 from liverlib.params import PREPROCESS_KEYS, digest
 
 CACHE_VERSION = 1
@@ -133,13 +132,8 @@ def preprocess_volume(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
 
 
 class SliceCache:

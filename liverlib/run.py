@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liverlib.io import atomic_path
+from liverlib.io import atomic_write
 from liverlib.params import Params, resolve_path
 
 
@@ -30,15 +30,9 @@ class RunError(RuntimeError):
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write text atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from liverlib.dataset import SliceDataset, open_run_cache, split_index
-from liverlib.io import atomic_path
+from liverlib.io import atomic_write
 from liverlib.losses import CombinedLoss
 from liverlib.metrics import dice, iou, slice_stats
 from liverlib.model import build_model
@@ -70,13 +70,8 @@ def train_config(p: Params, model_name: str) -> dict[str, Any]:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
