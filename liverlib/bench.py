@@ -6,7 +6,7 @@
    training and inference slices/s for the *naive* path (contiguous NCHW, fp32, explicit
    softmax(QKᵀ/√d)V attention, ``torch.no_grad`` for inference) and the *fast* path (fused
    ``scaled_dot_product_attention``, channels_last, ``torch.inference_mode``, and on CUDA autocast as
-   :func:`liverlib.training.amp_settings` chooses), peak memory, FLOPs per slice
+   :func:`liverlib.runtime.amp_settings` chooses), peak memory, FLOPs per slice
    (``torch.utils.flop_counter``, on the meta device), achieved GFLOP/s beside the machine's matmul rate.
 2. **Data path**: phantom generation, curation + cache build, preprocessing, cache reads, augmentation
    with 0 and 2 DataLoader workers, and the DataLoader's output against the model's consumption.
@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from liverlib.labels import NUM_CLASSES
 from liverlib.losses import CombinedLoss
 from liverlib.model import MODEL_NAMES, build_model
-from liverlib.training import amp_settings, resolve_device
+from liverlib.runtime import amp_settings, resolve_device
 
 SUMMARY_COLUMNS = ["group", "measure", "unit", "naive / reference", "fast / measured", "ratio", "target", "met"]
 """Columns of the printed table; ``ratio`` is a speed-up (fast ÷ naive rate, or reference ÷ measured seconds)."""

@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from liverlib import paper
+from liverlib.checkpoint import load_checkpoint, model_dir, model_from_checkpoint
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like
@@ -23,8 +24,8 @@ from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
+from liverlib.runtime import resolve_device
 from liverlib.stats import bootstrap_ci, paired_ttest
-from liverlib.training import load_checkpoint, model_dir, model_from_checkpoint, resolve_device
 
 VOLUME_RULES = {
     "dice": "nan: a volume whose prediction and ground truth are both empty for a class is left out of means",

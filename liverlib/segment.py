@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.inference import predict_labels
 from liverlib.io import Case, CaseError, load_case, save_mask_like
 from liverlib.labels import LABELS
@@ -33,7 +34,7 @@ from liverlib.metrics import binary_masks, largest_connected_component
 from liverlib.params import PREPROCESS_KEYS
 from liverlib.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.run import RunError
-from liverlib.training import load_checkpoint, model_from_checkpoint, resolve_device
+from liverlib.runtime import resolve_device
 
 SUFFIX = "_seg.nii.gz"
 """Name ending of the masks written in folder mode: ``volume-3.nii`` → ``volume-3_seg.nii.gz``."""

@@ -146,8 +146,8 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
 def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 04: test metrics → per_slice.csv, per_volume.csv, summary.json, Tables 6–7, Figs. 8–11."""
     from liverlib import report
+    from liverlib.checkpoint import model_dir
     from liverlib.evaluation import evaluate, write_outputs
-    from liverlib.training import model_dir
 
     run = RunDir.from_params(p)
     ev = evaluate(p, progress=progress)

@@ -8,10 +8,8 @@ rerun resumes from ``last.pt`` to the same weights and history as an uninterrupt
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +18,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
 from liverlib.dataset import SliceDataset, open_run_cache, split_index
-from liverlib.io import atomic_write
 from liverlib.losses import CombinedLoss
 from liverlib.metrics import dice, iou, slice_stats
 from liverlib.model import build_model
 from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, seed_everything, write_table
+from liverlib.runtime import amp_settings, distributed_context, resolve_device
 
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_liver_iou",
@@ -36,67 +35,12 @@ HISTORY_COLUMNS = [
 """``history.csv`` columns; Dice/IoU are means over validation slices, ε-smoothed (empty/empty = 1)."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else CPU; a requested CUDA device that is missing is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
-    """(use autocast, dtype, use grad scaler): bf16 where supported, fp16 + scaler otherwise (T4); off on CPU."""
-    if not enabled or device.type != "cuda":
-        return False, None, False
-    if torch.cuda.is_bf16_supported():
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
-
-
-def model_dir(run: RunDir, model_name: str) -> Path:
-    """``models/<model_name>/`` of the run: checkpoints and history of one model."""
-    return run.root / "models" / model_name
-
-
 def train_config(p: Params, model_name: str) -> dict[str, Any]:
     """What defines a training run (resume is refused if these differ); ``epochs`` may grow."""
     cfg = {k: p[k] for k in TRAIN_KEYS if k != "epochs"}
     cfg["model"] = model_name
     cfg["preprocess_key"] = PreprocessConfig.from_params(p).key
     return cfg
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint."""
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a liverlib checkpoint, naming the file if it is not one."""
-    if not Path(path).is_file():
-        raise RunError(f"{path}: checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise RunError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise RunError(f"{path}: not a liverlib checkpoint (no model/config entries)")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Rebuild the model a checkpoint was trained with and load its weights."""
-    cfg = ckpt["config"]
-    model = build_model(cfg["model"], image_size=cfg["image_size"], encoder=cfg.get("encoder", "resnet34"),
-                        encoder_weights=None, fused_attention=cfg.get("fused_attention", True))  # fmt: skip
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise RunError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(exc)[:300]}") from exc
-    return model.to(device).eval()
 
 
 def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
@@ -116,21 +60,6 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
     return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False,
                       worker_init_fn=_seed_worker if workers else None, persistent_workers=False)  # fmt: skip
-
-
-def distributed_context() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; initialises the process group once.
-
-    Backend: NCCL on CUDA, gloo on CPU. Without torchrun: (0, 1, 0) and nothing is initialised.
-    """
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from liverlib import stages
+from liverlib.checkpoint import load_checkpoint
 from liverlib.params import resolve
-from liverlib.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
@@ -43,11 +43,12 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     # are batched, because its Dice term pools a batch)
     import torch
 
+    from liverlib.checkpoint import model_from_checkpoint
     from liverlib.dataset import SliceDataset, open_run_cache, split_index
     from liverlib.losses import CombinedLoss
     from liverlib.preprocess import PreprocessConfig
     from liverlib.run import RunDir
-    from liverlib.training import _loader, model_from_checkpoint, validate
+    from liverlib.training import _loader, validate
 
     run = RunDir.from_params(p)
     model = model_from_checkpoint(ckpt)

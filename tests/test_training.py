@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from liverlib import stages
+from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.params import resolve
 from liverlib.run import RunError
-from liverlib.training import load_checkpoint, model_from_checkpoint, train
+from liverlib.training import train
 
 TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
             image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu")  # fmt: skip

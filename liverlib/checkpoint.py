@@ -1,0 +1,89 @@
+"""Checkpoints: where they live, how they are written and read, and the model rebuilt from one.
+
+A liverlib checkpoint is a plain ``dict`` of tensors, numbers, strings and lists (``model`` state dict,
+``config`` = the training parameters, ``epoch``, and for ``last.pt`` the optimizer state and history). It is
+read with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else — a crafted
+pickle that runs code — is refused before any of it executes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from liverlib.io import atomic_write
+from liverlib.model import build_model
+from liverlib.run import RunDir, RunError
+
+
+def model_dir(run: RunDir, model_name: str) -> Path:
+    """``models/<model_name>/`` of the run: checkpoints and history of one model."""
+    return run.root / "models" / model_name
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint."""
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a liverlib checkpoint without executing code from it (``weights_only=True``).
+
+    Raises:
+        RunError: naming the file — missing, a folder, unreadable, holding objects other than tensors and
+            plain containers (refused unexecuted), or not a liverlib checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path}: is a folder, not a checkpoint file (give models/<name>/best.pt)")
+    if not path.is_file():
+        raise RunError(f"{path}: checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError for foreign objects, RuntimeError for a truncated zip, ...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise RunError(f"{path}: refused: the file holds Python objects other than weights (it could run "
+                           "code when loaded); only liverlib checkpoints are read") from exc  # fmt: skip
+        raise RunError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise RunError(f"{path}: not a liverlib checkpoint (no model/config entries)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the model a checkpoint was trained with and load its weights (eval mode, on ``device``)."""
+    cfg = ckpt["config"]
+    model = build_model(cfg["model"], image_size=cfg["image_size"], encoder=cfg.get("encoder", "resnet34"),
+                        encoder_weights=None, fused_attention=cfg.get("fused_attention", True))  # fmt: skip
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(exc)[:300]}") from exc
+    return model.to(device).eval()
+
+
+def split_ids(ckpt: dict[str, Any]) -> dict[str, list[int]]:
+    """The volume ids a checkpoint was trained and validated on (``{"train": [...], "val": [...]}``; empty if unrecorded)."""
+    rec = ckpt.get("split") or {}
+    return {k: [int(i) for i in rec.get(k, [])] for k in ("train", "val", "test")}
+
+
+def check_not_trained_on(ckpt: dict[str, Any], test_ids: list[int], source: str | Path) -> None:
+    """Refuse to score a checkpoint on volumes it was trained or validated on (test-set leakage).
+
+    Raises:
+        RunError: the checkpoint records no split (cannot be checked), or its train/val volumes meet ``test_ids``.
+    """
+    rec = ckpt.get("split")
+    if not rec:
+        raise RunError(f"{source}: the checkpoint records no training split, so it cannot be shown not to have "
+                       "trained on the test volumes; retrain it with this liverlib")  # fmt: skip
+    ids = split_ids(ckpt)
+    leak = sorted(set(ids["train"] + ids["val"]) & {int(i) for i in test_ids})
+    if leak:
+        raise RunError(f"{source}: trained or validated on test volume(s) {leak}: the split changed since it was "
+                       "trained; retrain (rerun notebook 03 with overwrite: true) before evaluating")  # fmt: skip
