@@ -1,22 +1,26 @@
 # Two commands do everything on a fresh machine (Python 3.11 + pip):
 #   make study   create .venv if missing, install what is missing, run the whole study (smoke profile)
 #   make test    same install, then the test suite (what CI runs via .ci/run)
+#   make lab     same install, then JupyterLab on notebooks/ (kernel `python3` = this venv)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# the install stamp changes when pyproject.toml changes, so new dependencies get installed
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# exact versions tested (pyproject.toml holds the ranges); see docs/kaggle.md
+CONSTRAINTS ?= requirements/constraints.txt
+# the install stamp changes when pyproject.toml or the constraints change, so new dependencies get installed
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
+PORT   ?= 8888
 PROFILE ?= smoke
 ARGS   ?=
 
-.PHONY: study test install bench lint clean-outputs
+.PHONY: study test install lab constraints bench lint clean-outputs
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -25,6 +29,15 @@ study: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# JupyterLab from the venv: the notebooks' `python3` kernel is this venv's ipykernel. Loopback only.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ARGS)
+
+# rewrite the constraints from what is installed (after a deliberate upgrade; commit the result)
+constraints: $(STAMP)
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m liverlib bench $(ARGS)
