@@ -168,12 +168,19 @@ class RunDir:
 
 
 def provenance() -> dict[str, Any]:
-    """Package versions, machine, device and git commit, for summaries and reports."""
+    """Package versions, machine, CPU model, device with its CUDA runtime and driver, and git commit.
+
+    Never raises and never touches the network; on CPU the CUDA fields are None. ``cuda_driver`` comes
+    from ``nvidia-smi`` when it is on PATH (one call, 10 s at most), else None.
+    """
+    import shutil
+
     import torch
 
     versions = {}
     for pkg in ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "opencv-python-headless",
-                "nibabel", "numpy", "scipy", "pandas", "papermill"):  # fmt: skip
+                "nibabel", "numpy", "scipy", "pandas", "papermill", "SimpleITK", "pydicom", "monai",
+                "jupyterlab", "ipykernel"):  # fmt: skip
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -183,11 +190,34 @@ def provenance() -> dict[str, Any]:
                                 cwd=Path(__file__).parent).stdout.strip() or None  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         commit = None
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    cpu_model = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration, IndexError):
+        pass
+    cuda = {"cuda_runtime": None, "cuda_driver": None, "cudnn": None, "gpu_count": 0, "gpu_memory_gib": None,
+            "gpu_capability": None}  # fmt: skip
+    device = f"CPU ({os.cpu_count()} cores)"
+    try:
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            device = props.name
+            cuda.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                        gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                        gpu_capability=f"{props.major}.{props.minor}")  # fmt: skip
+            if smi := shutil.which("nvidia-smi"):
+                out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                                     capture_output=True, text=True, timeout=10).stdout.split()  # fmt: skip
+                cuda["cuda_driver"] = out[0] if out else None
+    except Exception:  # provenance must never fail a run; what was found so far is kept
+        pass
     return {
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_model": cpu_model,
         "device": device,
+        **cuda,
         "git_commit": commit,
     }
