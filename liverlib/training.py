@@ -4,12 +4,25 @@ AdamW (1e-4, wd 1e-5), batch 8, ReduceLROnPlateau on validation loss (×0.5, pat
 clipping at norm 1.0; ``best.pt`` = lowest validation loss, ``last.pt`` every epoch (atomic), and
 ``history.csv`` per epoch. Each epoch reseeds from ``seed + epoch``, so a run killed mid-training and
 rerun resumes from ``last.pt`` to the same weights and history as an uninterrupted run (on CPU).
+
+Every checkpoint records the volume ids of the split it was trained on (``split``); a run whose split
+changed since (re-curation) is not resumed: it is refused, or retrained with ``overwrite: true``.
+Under torchrun (DDP) each rank draws its own augmentation and dropout, rank 0's BatchNorm buffers are
+broadcast before validation (SyncBatchNorm on CUDA), so every validation slice is scored by the model
+that is saved.
+
+Write order per epoch: ``last.pt`` (with the history and the best epoch), then ``best.pt``, then
+``history.csv``. A kill between them is repaired on resume (``history.csv`` from ``last.pt``; ``best.pt``
+from ``last.pt`` when the last epoch was the best), and stale temp files of a killed write are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +38,29 @@ from liverlib.metrics import dice, iou, slice_stats
 from liverlib.model import build_model
 from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
-from liverlib.run import RunDir, RunError, seed_everything, write_table
+from liverlib.run import RunDir, RunError, read_json, seed_everything, write_table
 from liverlib.runtime import amp_settings, distributed_context, resolve_device
 
 HISTORY_COLUMNS = [
-    "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_liver_iou",
-    "val_tumor_iou", "lr", "epoch_seconds", "train_slices_per_s",
+    "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_tumor_dice_gtpos",
+    "val_tumor_gtpos_n", "val_liver_iou", "val_tumor_iou", "lr", "epoch_seconds", "train_slices_per_s",
 ]  # fmt: skip
-"""``history.csv`` columns; Dice/IoU are means over validation slices, ε-smoothed (empty/empty = 1)."""
+"""``history.csv`` columns. ``val_*_dice``/``val_*_iou``: means over all validation slices, ε-smoothed (an
+empty/empty slice scores 1, the paper's rule); ``val_tumor_dice_gtpos``: mean tumor Dice over the
+``val_tumor_gtpos_n`` validation slices that hold ground-truth tumor (NaN if none)."""
+
+RANK_SEED_STRIDE = 7919
+"""Rank r of a DDP run seeds augmentation and dropout with ``seed * 1000 + epoch + r * RANK_SEED_STRIDE``."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which epoch and how to resume."""
+
+
+def run_split(run: RunDir) -> dict[str, list[int]]:
+    """Volume ids per split from the run's ``splits.json`` (``{"train": [...], "val": [...], "test": [...]}``)."""
+    splits = read_json(run.splits)["splits"]
+    return {k: sorted(int(i) for i in splits.get(k, [])) for k in ("train", "val", "test")}
 
 
 def train_config(p: Params, model_name: str) -> dict[str, Any]:
@@ -41,6 +69,11 @@ def train_config(p: Params, model_name: str) -> dict[str, Any]:
     cfg["model"] = model_name
     cfg["preprocess_key"] = PreprocessConfig.from_params(p).key
     return cfg
+
+
+def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two training configs."""
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
 def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
@@ -71,11 +104,26 @@ def _seed_worker(worker_id: int) -> None:
         tf.set_random_seed(seed)
 
 
-@torch.no_grad()
+def validation_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, float]:
+    """History metrics from per-slice counts (N, 2) of liver and tumor (see :data:`HISTORY_COLUMNS`)."""
+    d, j = dice(tp, fp, fn, empty="smoothed"), iou(tp, fp, fn, empty="smoothed")
+    gt_tumor = (tp[:, 1] + fn[:, 1]) > 0
+    exact = 2 * tp[gt_tumor, 1] / (2 * tp[gt_tumor, 1] + fp[gt_tumor, 1] + fn[gt_tumor, 1])
+    return {"val_liver_dice": float(d[:, 0].mean()), "val_tumor_dice": float(d[:, 1].mean()),
+            "val_tumor_dice_gtpos": float(exact.mean()) if gt_tumor.any() else float("nan"),
+            "val_tumor_gtpos_n": int(gt_tumor.sum()), "val_liver_iou": float(j[:, 0].mean()),
+            "val_tumor_iou": float(j[:, 1].mean())}  # fmt: skip
+
+
+@torch.inference_mode()
 def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, device: torch.device, *,
              channels_last: bool = False, autocast: bool = False, dtype: torch.dtype | None = None,
              world: int = 1) -> dict[str, float]:  # fmt: skip
-    """Validation loss (slice-weighted mean), pixel accuracy over all pixels, mean per-slice Dice/IoU (ε-smoothed)."""
+    """Validation loss (slice-weighted mean), pixel accuracy over all pixels, per-slice Dice/IoU means.
+
+    Under DDP (``world`` > 1) each rank scores its shard and the counts are gathered, so the metrics are
+    over the whole validation set; the caller makes sure every rank holds the same weights and buffers.
+    """
     model.eval()
     total, n, correct, pixels = 0.0, 0, 0, 0
     stats = []
@@ -83,8 +131,7 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(device.type, dtype=dtype) if autocast else nullcontext()
-        with ctx:
+        with torch.autocast(device.type, dtype=dtype) if autocast else nullcontext():
             logits = model(x)
         total += float(loss_fn(logits.float(), y)) * len(x)
         n += len(x)
@@ -102,10 +149,147 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
         dist.all_gather_object(parts, (total, n, correct, pixels, tp, fp, fn))
         total, n, correct, pixels = (sum(q[i] for q in parts) for i in range(4))
         tp, fp, fn = (np.concatenate([q[i] for q in parts]) for i in (4, 5, 6))
-    d, j = dice(tp, fp, fn, empty="smoothed"), iou(tp, fp, fn, empty="smoothed")
-    return {"val_loss": total / n, "val_pixel_acc": correct / pixels, "val_liver_dice": float(d[:, 0].mean()),
-            "val_tumor_dice": float(d[:, 1].mean()), "val_liver_iou": float(j[:, 0].mean()),
-            "val_tumor_iou": float(j[:, 1].mean())}  # fmt: skip
+    return {"val_loss": total / n, "val_pixel_acc": correct / pixels, **validation_scores(tp, fp, fn)}
+
+
+def buffer_digest(model: torch.nn.Module) -> str:
+    """sha256 of every buffer (BatchNorm running stats, counters): equal digests = identical buffers."""
+    h = hashlib.sha256()
+    for name, b in sorted(model.state_dict().items()):
+        if name in dict(model.named_parameters()):
+            continue
+        h.update(name.encode())
+        h.update(b.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def sync_buffers(model: torch.nn.Module, world: int) -> list[str]:
+    """Broadcast rank 0's buffers to every rank (before validation); return every rank's :func:`buffer_digest`."""
+    if world <= 1:
+        return [buffer_digest(model)]
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+    digests: list = [None] * world
+    dist.all_gather_object(digests, buffer_digest(model))
+    if len(set(digests)) != 1:
+        raise RunError(f"DDP ranks hold different BatchNorm buffers after the broadcast: {digests}")
+    return digests
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+               loss_fn: torch.nn.Module, scaler: torch.amp.GradScaler, *, grad_clip: float,
+               amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:  # fmt: skip
+    """One optimisation step (STUDY §6): forward (autocast when ``amp_dtype``), loss in fp32, backward,
+    unscale, clip the gradient norm, step. Shared by :func:`train` and the benchmark.
+
+    Args:
+        x: (B, 1, S, S) float images in [0, 1]; y: (B, S, S) int64 labels in {0, 1, 2}; both on the model's device.
+
+    Returns:
+        The loss (a 0-d tensor, not synchronised: call ``.item()`` when needed).
+    """
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach()
+
+
+@dataclass
+class TrainState:
+    """Everything a training run carries from epoch to epoch (and what ``last.pt`` stores)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    config: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_loss": float("inf"), "epoch": 0})
+    start: int = 1
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Remove temp files a killed checkpoint or history write left (``.last.*.pt``, ``.best.*.pt``, ``.history.*.csv``)."""
+    for pattern in (".last.*.pt", ".best.*.pt", ".history.*.csv"):
+        for f in out.glob(pattern):
+            f.unlink(missing_ok=True)
+
+
+def resume(state: TrainState, out: Path, device: torch.device, *, overwrite: bool, repair: bool = True) -> TrainState:
+    """Load ``last.pt`` into ``state`` when it was written with the same config; repair a kill between writes.
+
+    ``repair`` (rank 0 only): rewrite ``best.pt`` and ``history.csv`` when a kill left them behind ``last.pt``.
+
+    Raises:
+        RunError: ``last.pt`` was written with another config (e.g. another split) and ``overwrite`` is False.
+    """
+    last_p, best_p = out / "last.pt", out / "best.pt"
+    if not last_p.is_file():
+        return state
+    ckpt = load_checkpoint(last_p, map_location=device)
+    changed = config_changes(ckpt["config"], state.config)
+    if changed:
+        if not overwrite:
+            what = "another split of the volumes" if "split" in changed else "other parameters"
+            raise RunError(f"{last_p}: an earlier training here used {what} ({', '.join(changed)}); "
+                           "use another run_name or set overwrite: true to retrain")  # fmt: skip
+        return state  # retrain from scratch; the files are replaced epoch by epoch
+    state.model.load_state_dict(ckpt["model"])
+    state.opt.load_state_dict(ckpt["optimizer"])
+    state.sched.load_state_dict(ckpt["scheduler"])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.history, state.best, state.start = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+    if not repair:
+        return state
+    if state.best["epoch"] == ckpt["epoch"]:  # killed after last.pt but before best.pt was replaced
+        best_epoch = load_checkpoint(best_p)["epoch"] if best_p.is_file() else None
+        if best_epoch != ckpt["epoch"]:
+            save_checkpoint({"model": ckpt["model"], "config": ckpt["config"], "epoch": ckpt["epoch"],
+                             "metrics": ckpt["history"][-1], "split": ckpt["config"].get("split")}, best_p)  # fmt: skip
+    write_table(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), out / "history.csv", markdown=False)
+    return state
+
+
+def train_epoch(model: torch.nn.Module, state: TrainState, loader: DataLoader, loss_fn: torch.nn.Module,
+                p: Params, device: torch.device, *, amp_dtype: torch.dtype | None, desc: str,
+                progress: bool) -> tuple[float, int]:  # fmt: skip
+    """One pass over the training loader; returns (sum of loss × slices, slices) of this rank."""
+    model.train()
+    run_loss, seen = 0.0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = train_step(model, x, y, state.opt, loss_fn, state.scaler, grad_clip=p.grad_clip, amp_dtype=amp_dtype,
+                          channels_last=p.channels_last)  # fmt: skip
+        run_loss += loss.item() * len(x)
+        seen += len(x)
+        bar.set_postfix(loss=f"{run_loss / seen:.4f}")
+    return run_loss, seen
+
+
+def save_epoch(state: TrainState, raw: torch.nn.Module, out: Path, row: dict[str, Any], *, improved: bool,
+               world: int, buffers: list[str]) -> None:  # fmt: skip
+    """Write ``last.pt``, then ``best.pt`` (if improved), then ``history.csv`` (rank 0 only; module docstring)."""
+    epoch, split = row["epoch"], state.config.get("split")
+    save_checkpoint({"model": raw.state_dict(), "optimizer": state.opt.state_dict(), "scheduler": state.sched.state_dict(),
+                     "scaler": state.scaler.state_dict(), "config": state.config, "epoch": epoch, "history": state.history,
+                     "best": state.best, "world_size": world, "rank_buffer_digests": buffers, "split": split},
+                    out / "last.pt")  # fmt: skip
+    if improved:
+        save_checkpoint({"model": raw.state_dict(), "config": state.config, "epoch": epoch, "metrics": row,
+                         "split": split}, out / "best.pt")  # fmt: skip
+    write_table(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), out / "history.csv", markdown=False)
 
 
 def train(p: Params, *, model_name: str | None = None, epochs: int | None = None, progress: bool = True,
@@ -120,28 +304,33 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
         stop_after: stop after this many epochs of this call (to test resume; the run stays resumable).
 
     Returns:
-        dict with ``history`` (DataFrame), ``best_epoch``, ``dir`` (models/<name>/), ``resumed_from``.
+        dict with ``history`` (DataFrame), ``best_epoch``, ``dir`` (models/<name>/), ``resumed_from``,
+        ``device``, ``amp``, ``parameters`` (trainable parameters of the model trained) and ``split``.
 
     Raises:
-        RunError: missing or mismatched cache, empty split, or an earlier run here with other parameters.
+        RunError: missing or mismatched cache, empty split, or an earlier run here with other parameters
+            or another split (without ``overwrite``).
+        TrainingInterrupted: Ctrl-C; the run stays resumable from the last complete epoch.
     """
     model_name = model_name or p.model
     epochs = int(epochs or p.epochs)
     run = RunDir.from_params(p)
-    cfg_pre = PreprocessConfig.from_params(p)
-    cache = open_run_cache(run, cfg_pre)
+    cache = open_run_cache(run, PreprocessConfig.from_params(p))
     train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
+    split = run_split(run)
     rank, world, local_rank = distributed_context()
     device = resolve_device(p.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     use_amp, amp_dtype, use_scaler = amp_settings(device, p.amp)
+    amp_dtype = amp_dtype if use_amp else None
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     out = model_dir(run, model_name)
-    last_p, best_p, hist_p = out / "last.pt", out / "best.pt", out / "history.csv"
-    config = train_config(p, model_name)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _remove_stale_temps(out)
 
     seed_everything(p.seed)
     model = build_model(model_name, image_size=p.image_size, encoder=p.encoder, encoder_weights=p.encoder_weights,
@@ -149,30 +338,19 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     if p.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=p.plateau_factor, patience=p.plateau_patience
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
-    history: list[dict[str, Any]] = []
-    best = {"val_loss": float("inf"), "epoch": 0}
-    start = 1
-    if last_p.is_file():
-        ckpt = load_checkpoint(last_p, map_location=device)
-        if ckpt["config"] != config:
-            changed = sorted(k for k in set(config) | set(ckpt["config"]) if config.get(k) != ckpt["config"].get(k))
-            if not p.overwrite:
-                raise RunError(f"{last_p}: an earlier training here used other parameters ({', '.join(changed)}); "
-                               "use another run_name or set overwrite: true")  # fmt: skip
-        else:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            history, best, start = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
-    resumed_from = start - 1
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor,
+                                                       patience=p.plateau_patience)  # fmt: skip
+    state = TrainState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=use_scaler),
+                       {**train_config(p, model_name), "split": split})  # fmt: skip
+    state = resume(state, out, device, overwrite=p.overwrite) if rank == 0 or world == 1 else state
+    if world > 1:  # every rank resumes from rank 0's decision (only rank 0 reads and repairs the files)
+        state = _resume_all_ranks(state, out, device, rank, p.overwrite)
+    resumed_from = state.start - 1
     raw = model
     if world > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            raw = model
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -180,73 +358,66 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
         model = torch.compile(model)
     import liverlib.augment as aug
 
-    transform = (
-        aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma, seed=p.seed)
-        if p.augment
-        else None
-    )
-    train_ds = SliceDataset(train_idx, cache, transform)
-    val_ds = SliceDataset(val_idx, cache, None)
-    done_now = 0
-    for epoch in range(start, epochs + 1):
-        seed_everything(p.seed * 1000 + epoch)
-        if transform is not None:
-            transform.set_random_seed(p.seed * 1000 + epoch)
-        model.train()
-        t0 = time.perf_counter()
-        run_loss, seen = 0.0, 0
-        bar = tqdm(_loader(train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world),
-                   desc=f"{model_name} epoch {epoch}/{epochs}", unit="batch", disable=not progress or rank > 0, leave=False)  # fmt: skip
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if p.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            run_loss += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{run_loss / seen:.4f}")
-        if world > 1:  # the epoch's training loss and slice count over all ranks
-            import torch.distributed as dist
-
-            sums = torch.tensor([run_loss, float(seen)], dtype=torch.float64, device=device)
-            dist.all_reduce(sums)
-            run_loss, seen = float(sums[0]), int(sums[1])
-        train_s = time.perf_counter() - t0
-        val = validate(raw if world > 1 else model, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
-                       loss_fn, device, channels_last=p.channels_last, autocast=use_amp, dtype=amp_dtype, world=world)  # fmt: skip
-        lr = opt.param_groups[0]["lr"]
-        sched.step(val["val_loss"])
-        row = {"epoch": epoch, "train_loss": run_loss / seen, **val, "lr": lr,
-               "epoch_seconds": time.perf_counter() - t0, "train_slices_per_s": seen / train_s}  # fmt: skip
-        history.append(row)
-        improved = val["val_loss"] < best["val_loss"]
-        if improved:
-            best = {"val_loss": val["val_loss"], "epoch": epoch}
-        if rank == 0:  # only rank 0 writes files
+    transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma,
+                                       seed=p.seed) if p.augment else None  # fmt: skip
+    train_ds, val_ds = SliceDataset(train_idx, cache, transform), SliceDataset(val_idx, cache, None)
+    loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
+    done_now, epoch = 0, state.start
+    try:
+        for epoch in range(state.start, epochs + 1):
+            seed = p.seed * 1000 + epoch + rank * RANK_SEED_STRIDE  # each rank its own augmentation and dropout
+            seed_everything(seed)
+            if transform is not None:
+                transform.set_random_seed(seed)
+            t0 = time.perf_counter()
+            loader = _loader(train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world)
+            run_loss, seen = train_epoch(model, state, loader, loss_fn, p, device, amp_dtype=amp_dtype,
+                                         desc=f"{model_name} epoch {epoch}/{epochs}", progress=progress and rank == 0)  # fmt: skip
+            if world > 1:  # the epoch's training loss and slice count over all ranks
+                sums = torch.tensor([run_loss, float(seen)], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(sums)
+                run_loss, seen = float(sums[0]), int(sums[1])
+            train_s = time.perf_counter() - t0
+            buffers = sync_buffers(raw, world)  # validate (and save) rank 0's BatchNorm statistics on every rank
+            val = validate(raw, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
+                           loss_fn, device, channels_last=p.channels_last, autocast=amp_dtype is not None,
+                           dtype=amp_dtype, world=world)  # fmt: skip
+            lr = opt.param_groups[0]["lr"]
+            sched.step(val["val_loss"])
+            row = {"epoch": epoch, "train_loss": run_loss / seen, **val, "lr": lr,
+                   "epoch_seconds": time.perf_counter() - t0, "train_slices_per_s": seen / train_s}  # fmt: skip
+            state.history.append(row)
+            improved = val["val_loss"] < state.best["val_loss"]
             if improved:
-                save_checkpoint({"model": raw.state_dict(), "config": config, "epoch": epoch, "metrics": row}, best_p)
-            save_checkpoint({"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "scaler": scaler.state_dict(), "config": config, "epoch": epoch, "history": history,
-                             "best": best, "world_size": world}, last_p)  # fmt: skip
-            write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), hist_p, markdown=False)
-        if world > 1:
-            torch.distributed.barrier()
-        if progress and rank == 0:
-            print(f"{model_name} epoch {epoch}/{epochs}: train {row['train_loss']:.4f} val {val['val_loss']:.4f} "
-                  f"liver Dice {val['val_liver_dice']:.3f} tumor Dice {val['val_tumor_dice']:.3f} "
-                  f"({row['epoch_seconds']:.1f} s)", flush=True)  # fmt: skip
-        done_now += 1
-        if stop_after is not None and done_now >= stop_after:
-            break
-    if not history:
+                state.best = {"val_loss": val["val_loss"], "epoch": epoch}
+            if rank == 0:  # only rank 0 writes files
+                save_epoch(state, raw, out, row, improved=improved, world=world, buffers=buffers)
+            if world > 1:
+                torch.distributed.barrier()
+            if progress and rank == 0:
+                print(f"{model_name} epoch {epoch}/{epochs}: train {row['train_loss']:.4f} val {val['val_loss']:.4f} "
+                      f"liver Dice {val['val_liver_dice']:.3f} tumor Dice {val['val_tumor_dice']:.3f} "
+                      f"(GT-positive {val['val_tumor_dice_gtpos']:.3f}, n={val['val_tumor_gtpos_n']}) "
+                      f"({row['epoch_seconds']:.1f} s)", flush=True)  # fmt: skip
+            done_now += 1
+            if stop_after is not None and done_now >= stop_after:
+                break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"{model_name}: interrupted at epoch {epoch} of {epochs} ({epoch - 1} complete in "
+                                  f"{out / 'last.pt'}); rerun the same command to resume") from None  # fmt: skip
+    if not state.history:
         raise RunError(f"{out}: no epoch was trained (epochs={epochs})")
-    return {"history": pd.DataFrame(history, columns=HISTORY_COLUMNS), "best_epoch": best["epoch"], "dir": out,
-            "resumed_from": resumed_from, "device": str(device), "amp": str(amp_dtype) if use_amp else "off"}  # fmt: skip
+    return {"history": pd.DataFrame(state.history, columns=HISTORY_COLUMNS), "best_epoch": state.best["epoch"],
+            "dir": out, "resumed_from": resumed_from, "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off",
+            "parameters": int(sum(t.numel() for t in raw.parameters() if t.requires_grad)), "split": split}  # fmt: skip
+
+
+def _resume_all_ranks(state: TrainState, out: Path, device: torch.device, rank: int, overwrite: bool) -> TrainState:
+    """DDP: rank 0 resumed (or refused); the other ranks load the same ``last.pt`` if rank 0 resumed from it."""
+    import torch.distributed as dist
+
+    decision = [state.start]
+    dist.broadcast_object_list(decision, src=0)
+    if rank > 0 and decision[0] > 1:
+        state = resume(state, out, device, overwrite=overwrite, repair=False)
+    return state

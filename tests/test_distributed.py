@@ -38,8 +38,12 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path / "ddp/models/unet_smp/last.pt")
     assert ckpt["world_size"] == 2
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the unwrapped model was saved
-    # validation metrics are gathered over all ranks: the single-process validation of the saved weights
-    # on the whole validation set gives the same per-slice metrics (the loss itself depends on how slices
+    # rank 0's BatchNorm buffers were broadcast before validation: both ranks held identical buffers
+    digests = ckpt["rank_buffer_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert ckpt["split"]["train"] and not set(ckpt["split"]["train"]) & set(ckpt["split"]["test"])
+    # validation metrics are gathered over all ranks and every rank scores with the saved model: the
+    # single-process validation of the saved weights on the whole validation set gives the same per-slice metrics (the loss itself depends on how slices
     # are batched, because its Dice term pools a batch)
     import torch
 
@@ -56,5 +60,5 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     val = validate(
         model, _loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")), CombinedLoss(), torch.device("cpu")
     )
-    for key in ("val_liver_dice", "val_tumor_dice", "val_pixel_acc"):
-        assert val[key] == pytest.approx(hist[key].iloc[-1], abs=1e-3), key
+    for key in ("val_liver_dice", "val_tumor_dice", "val_tumor_dice_gtpos", "val_pixel_acc"):
+        assert val[key] == pytest.approx(hist[key].iloc[-1], abs=1e-6), key
