@@ -14,8 +14,13 @@ what a ratio with a zero denominator scores:
 * ``"zero"``: 0/0 = 0 (LiTS official scoring, medpy 0.2.2).
 * ``"nan"``: 0/0 = NaN, left out by ``nanmean`` (nnU-Net).
 * ``"both_empty_one"``: 0/0 = 1 when prediction and truth are both empty for the class, NaN when
-  only one of them is (precision with nothing predicted but tumor present is undefined, not perfect).
-  For Dice, IoU and F1 it is the same as ``"one"``.
+  only one of them is. Kept for comparison only: it scores an empty/empty slice as a hit, so no
+  table uses it (NOTES, "Empty slices flatter").
+
+Per-slice tables (:data:`TABLE_RULES`) score Dice and IoU both ways: ε-smoothed over all slices (the
+paper-comparable number) and over the slices whose ground truth holds the class ("GT-positive").
+Precision, recall, specificity and F1 use ``"nan"``: a slice whose denominator is zero is left out
+of the mean and counted (``undefined`` in :func:`summarize_slices`), never scored 1.
 """
 
 from __future__ import annotations
@@ -42,11 +47,20 @@ DISTANCE_EMPTY_RULES: tuple[str, ...] = ("nan", "zero")
 """Surface-distance rules: ``"nan"`` = NaN if either mask is empty; ``"zero"`` = 0.0 if both are
 empty, NaN if only one is (undefined: MONAI returns inf or NaN there)."""
 
-TABLE_RULES: dict[str, str] = dict(dice_smoothed="smoothed", iou="smoothed", precision="both_empty_one",
-                                   recall="both_empty_one", specificity="both_empty_one", f1="both_empty_one")  # fmt: skip
-"""Empty rule of each score column of :func:`per_slice_table`. Precision (recall) with nothing
-predicted (nothing true) is NaN unless the slice is empty for the class in both masks; ``"smoothed"``
-would score ε/ε = 1 there and hide a missed tumor, so it is used for Dice and IoU only."""
+TABLE_RULES: dict[str, str] = dict(dice_smoothed="smoothed", iou="smoothed", precision="nan", recall="nan",
+                                   specificity="nan", f1="nan")  # fmt: skip
+"""Empty rule of each score column of :func:`per_slice_table`. Precision with nothing predicted,
+recall with nothing true and F1 with both empty are undefined (NaN, left out and counted);
+``"smoothed"`` or ``"one"`` would score them 1 and hide a missed tumor, so the smoothed rule is used
+for the paper-comparable Dice and IoU only, always beside the GT-positive value."""
+
+RULE_TEXT: dict[str, str] = {
+    "smoothed": "ε-smoothed (num+ε)/(den+ε), ε=1e-6, over all slices: a slice empty in truth and prediction scores 1",
+    "nan": "slices whose denominator is 0 are left out of the mean and counted in 'undefined'",
+    "gt_positive": "over the slices whose ground truth holds the class only (no empty rule needed)",
+    "none needed": "defined on every slice",
+}
+"""Plain-language statement of each rule, recorded beside every summary number."""
 
 Array = np.ndarray | torch.Tensor
 
@@ -203,32 +217,37 @@ def per_slice_table(
 
 
 def _entry(values: Any, rule: str, slices: str) -> dict[str, Any]:
-    """mean, sample std (ddof=1) and count of the non-NaN values."""
+    """mean, sample std (ddof=1), count of the non-NaN values and of the NaN (undefined) ones."""
     v = np.asarray(values, np.float64)
+    undefined = int(np.isnan(v).sum())
     v = v[~np.isnan(v)]
     mean = float(v.mean()) if v.size else float("nan")
     std = float(v.std(ddof=1)) if v.size > 1 else float("nan")
-    return {"mean": mean, "std": std, "n": int(v.size), "rule": rule, "slices": slices}
+    text = RULE_TEXT["gt_positive"] if slices == "gt_positive" else RULE_TEXT.get(rule, rule)
+    return {"mean": mean, "std": std, "n": int(v.size), "undefined": undefined, "rule": rule, "rule_text": text,
+            "slices": slices}  # fmt: skip
 
 
 def _derived(mean: Any, n: int, how: str, slices: str) -> dict[str, Any]:
     """Summary entry of a value derived from other means the way the paper did (no std)."""
-    return {"mean": float(mean), "std": float("nan"), "n": n, "rule": f"derived (paper): {how}", "slices": slices}
+    return {"mean": float(mean), "std": float("nan"), "n": n, "undefined": 0, "rule": f"derived (paper): {how}",
+            "rule_text": f"derived (paper): {how}", "slices": slices}  # fmt: skip
 
 
 def summarize_slices(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Mean ± std of the per-slice metrics of :func:`per_slice_table`, each with its rule.
 
     Per class ``c``: ``c_dice_smoothed`` (all slices, STUDY §7 (a)); ``c_dice_one|zero|nan`` (the
-    other conventions, recomputed from the counts); ``c_dice_gt_positive`` (slices whose truth holds
-    ``c``, §7 (b); no empty rule is needed there); ``c_iou`` (counted); ``c_iou_from_mean_dice``
-    (the paper's Eq. 16 applied to the mean smoothed Dice: derived, std NaN); ``c_precision``,
-    ``c_recall``, ``c_specificity``, ``c_f1`` (NaN slices left out, see :data:`TABLE_RULES`);
-    ``c_f1_from_mean_pr`` (the paper's apparent F1: harmonic mean of mean precision and recall);
-    and ``pixel_accuracy``.
+    other conventions, recomputed from the counts); ``c_dice_gt_positive`` and ``c_iou_gt_positive``
+    (slices whose truth holds ``c``, §7 (b); no empty rule is needed there); ``c_iou`` (counted,
+    smoothed); ``c_iou_from_mean_dice`` (the paper's Eq. 16 applied to the mean smoothed Dice:
+    derived, std NaN); ``c_precision``, ``c_recall``, ``c_specificity``, ``c_f1`` (zero-denominator
+    slices left out and counted, :data:`TABLE_RULES`); ``c_f1_from_mean_pr`` (the paper's apparent
+    F1: harmonic mean of mean precision and recall); and ``pixel_accuracy``.
 
     Returns:
-        ``{name: {"mean", "std" (ddof=1), "n" (slices used), "rule", "slices"}}``.
+        ``{name: {"mean", "std" (ddof=1), "n" (slices used), "undefined" (slices left out), "rule",
+        "rule_text", "slices"}}``; mean is NaN when n = 0.
     """
     out: dict[str, dict[str, Any]] = {}
     for c in FOREGROUND:
@@ -238,20 +257,21 @@ def summarize_slices(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
             out[f"{c}_dice_{rule}"] = _entry(dice(tp, fp, fn, empty=rule), rule, "all")
         pos = (tp + fn) > 0
         out[f"{c}_dice_gt_positive"] = _entry(
-            dice(tp[pos], fp[pos], fn[pos], empty="nan"), "none needed", "gt_positive"
+            dice(tp[pos], fp[pos], fn[pos], empty="nan"), "gt_positive", "gt_positive"
         )
+        out[f"{c}_iou_gt_positive"] = _entry(iou(tp[pos], fp[pos], fn[pos], empty="nan"), "gt_positive", "gt_positive")
         out[f"{c}_iou"] = _entry(df[f"{c}_iou"], TABLE_RULES["iou"], "all")
         d = out[f"{c}_dice_smoothed"]
         out[f"{c}_iou_from_mean_dice"] = _derived(
             iou_from_dice(d["mean"]), d["n"], "Eq. 16 on mean smoothed Dice", "all"
         )
         for k in ("precision", "recall", "specificity", "f1"):
-            out[f"{c}_{k}"] = _entry(df[f"{c}_{k}"], TABLE_RULES[k], "all, NaN excluded")
+            out[f"{c}_{k}"] = _entry(df[f"{c}_{k}"], TABLE_RULES[k], "defined")
         p, r = out[f"{c}_precision"], out[f"{c}_recall"]
-        f = 2 * p["mean"] * r["mean"] / (p["mean"] + r["mean"]) if p["mean"] + r["mean"] > 0 else float("nan")
-        out[f"{c}_f1_from_mean_pr"] = _derived(
-            f, min(p["n"], r["n"]), "harmonic mean of mean P and R", "all, NaN excluded"
-        )
+        f = (
+            2 * p["mean"] * r["mean"] / (p["mean"] + r["mean"]) if p["mean"] + r["mean"] > 0 else float("nan")
+        )  # NaN stays NaN
+        out[f"{c}_f1_from_mean_pr"] = _derived(f, min(p["n"], r["n"]), "harmonic mean of mean P and R", "defined")
     out["pixel_accuracy"] = _entry(df["pixel_accuracy"], "none needed", "all")
     return out
 

@@ -139,14 +139,15 @@ def test_per_slice_table_and_summary() -> None:
     assert s["tumor_dice_smoothed"]["mean"] == pytest.approx(1 / 3, rel=1e-5)
     assert s["tumor_dice_smoothed"]["n"] == 2 and s["tumor_dice_smoothed"]["rule"] == "smoothed"
     assert s["tumor_dice_gt_positive"]["mean"] == pytest.approx(2 / 3) and s["tumor_dice_gt_positive"]["n"] == 1
-    assert s["tumor_recall"]["n"] == 1 and s["tumor_recall"]["rule"] == "both_empty_one"
+    assert s["tumor_recall"]["n"] == 1 and s["tumor_recall"]["rule"] == "nan" and s["tumor_recall"]["undefined"] == 1
+    assert s["tumor_iou_gt_positive"]["mean"] == pytest.approx(1 / 2) and s["tumor_iou_gt_positive"]["n"] == 1
     assert s["liver_iou_from_mean_dice"]["rule"].startswith("derived")
     assert s["liver_iou_from_mean_dice"]["mean"] != pytest.approx(s["liver_iou"]["mean"])
     assert s["tumor_dice_zero"]["mean"] == pytest.approx(1 / 3)
     assert s["liver_dice_smoothed"]["std"] == pytest.approx(np.std([4 / 7, 6 / 7], ddof=1), rel=1e-5)
     p, r = s["liver_precision"]["mean"], s["liver_recall"]["mean"]
     assert s["liver_f1_from_mean_pr"]["mean"] == pytest.approx(2 * p * r / (p + r))
-    assert all({"mean", "std", "n", "rule", "slices"} <= set(v) for v in s.values())
+    assert all({"mean", "std", "n", "undefined", "rule", "rule_text", "slices"} <= set(v) for v in s.values())
 
 
 def test_summary_dice_rules_on_empty_slice() -> None:
@@ -156,6 +157,40 @@ def test_summary_dice_rules_on_empty_slice() -> None:
     assert s["tumor_dice_smoothed"]["mean"] == pytest.approx(1.0)
     assert s["tumor_dice_one"]["mean"] == 1.0 and s["tumor_dice_zero"]["mean"] == 0.0
     assert s["tumor_dice_nan"]["n"] == 0 and s["tumor_dice_gt_positive"]["n"] == 0
+    for k in ("precision", "recall", "f1"):  # 0/0: left out and counted, never scored 1
+        assert math.isnan(df[f"tumor_{k}"][0])
+        assert s[f"tumor_{k}"]["n"] == 0 and s[f"tumor_{k}"]["undefined"] == 1 and math.isnan(s[f"tumor_{k}"]["mean"])
+
+
+def test_all_background_predictor_scores_zero_not_one() -> None:
+    """A model that never predicts tumor: recall 0 over GT-tumor slices, precision undefined everywhere.
+
+    Three slices: tumor 2 px, tumor 1 px, no tumor; liver everywhere else in the middle row.
+    """
+    target = np.zeros((3, 3, 3), int)
+    target[:, 1, :] = LIVER
+    target[0, 1, :2] = TUMOR
+    target[1, 1, 0] = TUMOR
+    pred = np.zeros_like(target)
+    s = M.summarize_slices(M.per_slice_table(pred, target))
+    assert s["tumor_recall"]["mean"] == 0.0 and s["tumor_recall"]["n"] == 2 and s["tumor_recall"]["undefined"] == 1
+    assert s["tumor_precision"]["n"] == 0 and s["tumor_precision"]["undefined"] == 3
+    assert math.isnan(s["tumor_precision"]["mean"])
+    assert s["tumor_dice_gt_positive"]["mean"] == 0.0 and s["tumor_dice_gt_positive"]["n"] == 2
+    assert s["tumor_dice_smoothed"]["mean"] == pytest.approx(1 / 3, abs=1e-5)  # the flattering number, labelled as such
+    assert s["liver_recall"]["mean"] == 0.0 and s["liver_recall"]["n"] == 3
+    # specificity: tn / (tn + fp) = 1 on every slice (nothing predicted); formula by hand
+    assert s["tumor_specificity"]["mean"] == 1.0 and s["tumor_specificity"]["n"] == 3
+
+
+def test_table_rules_match_the_formula_by_hand() -> None:
+    """Each per-slice score against its formula on a 2×2 case with 1 TP, 1 FP, 1 FN, 1 TN."""
+    target = np.array([[[TUMOR, TUMOR], [BG, BG]]])
+    pred = np.array([[[TUMOR, BG], [TUMOR, BG]]])
+    df = M.per_slice_table(pred, target)
+    assert df.tumor_precision[0] == 1 / 2 and df.tumor_recall[0] == 1 / 2
+    assert df.tumor_specificity[0] == 1 / 2 and df.tumor_f1[0] == 2 / 4
+    assert df.tumor_iou[0] == pytest.approx(1 / 3) and df.tumor_dice_smoothed[0] == pytest.approx(1 / 2)
 
 
 # ---------------------------------------------------------------- volume metrics
