@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,12 +134,45 @@ def _open(path: Path) -> nib.Nifti1Image:
         raise CaseError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CaseError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    _check_declared_size(img, path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         img = img.slicer[..., 0]
     if len(img.shape) != 3:
         raise CaseError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
     return img
+
+
+DEFLATE_MAX_RATIO = 1032
+"""Deflate's largest compression ratio (≈1032:1, zlib tech notes): no gzip file expands beyond it."""
+
+
+def _check_declared_size(img: nib.Nifti1Image, path: Path) -> None:
+    """Refuse a header that declares more voxel bytes than the file can hold, before anything is allocated.
+
+    Uncompressed ``.nii``: ``vox_offset + n_voxels × itemsize`` must fit in the file (exact). ``.nii.gz``: the
+    uncompressed size is not known without reading, and the gzip trailer's ISIZE (size mod 2³²) covers only the
+    last member of a multi-member file, so the bound used is deflate's: the declared bytes must not exceed
+    ``DEFLATE_MAX_RATIO ×`` the file size (sound for every gzip file; a truncated but plausible ``.nii.gz`` is
+    still caught when its voxels are read). Other suffixes are not checked.
+    """
+    hdr = img.header
+    declared = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    size = Path(path).stat().st_size
+    name = Path(path).name.lower()
+    if name.endswith(".nii"):
+        fits, holds = int(hdr.get_data_offset()) + declared <= size, f"the file has {size} bytes"
+    elif name.endswith(".gz"):
+        fits, holds = declared <= DEFLATE_MAX_RATIO * size, f"a {size}-byte gzip file expands to at most "
+        holds += f"{DEFLATE_MAX_RATIO * size} bytes"
+    else:
+        return
+    if not fits:
+        dims = "x".join(str(int(d)) for d in hdr.get_data_shape())
+        raise CaseError(
+            f"{path}: header declares {dims} {hdr.get_data_dtype()} voxels ({declared} bytes) but {holds}; "
+            "file corrupt or truncated"
+        )
 
 
 def _read(img: nib.Nifti1Image, path: Path) -> np.ndarray:
@@ -262,24 +296,83 @@ def load_case(volume_path: str | Path, mask_path: str | Path | None = None, *, r
     )
 
 
+def _temp_affixes(name: str) -> tuple[str, str]:
+    """(prefix, suffix) of :func:`atomic_write`'s temporary files for a target file name."""
+    return f".{name.split('.')[0]}.", "".join(Path(name).suffixes)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (not thread-safe, but rare)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds.
 
     The temporary file keeps ``path``'s suffixes (so nibabel, numpy and matplotlib pick the format) and
     is removed on failure: a crash never leaves half a file, and an existing ``path`` stays intact.
-    Parent folders are created.
+    Parent folders are created. The written file gets the mode an ordinary ``open`` would give it:
+    ``0o666 & ~umask`` for a new file, the old file's permission bits for a replaced one (mkstemp's 0600
+    would otherwise survive the rename). A SIGKILL can still leave the temp file (named
+    ``.<stem>.<8 random chars><suffixes>``); :func:`remove_stale_temps` removes those.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent)
+    prefix, suffix = _temp_affixes(path.name)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:  # no file to replace yet
+            mode = 0o666 & ~current_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_MKSTEMP_CHARS = re.compile(r"[a-z0-9_]{8}")
+"""The random part of a :func:`tempfile.mkstemp` name (8 characters of ``[a-z0-9_]``)."""
+
+
+def remove_stale_temps(folder: Path, name: str) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_write` of ``folder / name`` left behind.
+
+    Only names made exactly as ``atomic_write`` makes them for that target are removed
+    (``.last.k3j_x9ab.pt`` for ``last.pt``); other files, and other targets' temp files, are kept. Call it
+    when no writer of that file is running (e.g. at the start of training, before the first checkpoint).
+
+    Args:
+        folder: the target's folder (a missing folder holds nothing to remove).
+        name: the target's file name, e.g. ``"last.pt"``.
+
+    Returns:
+        The removed paths, sorted.
+    """
+    prefix, suffix = _temp_affixes(name)
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for f in sorted(folder.iterdir()):
+        n = f.name
+        middle = n[len(prefix) : len(n) - len(suffix)] if n.startswith(prefix) and n.endswith(suffix) else ""
+        if len(n) == len(prefix) + 8 + len(suffix) and _MKSTEMP_CHARS.fullmatch(middle) and f.is_file():
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, header: nib.Nifti1Header | None = None) -> Path:

@@ -33,6 +33,13 @@ _AXIS = {c: (d, pos, w) for d, (pos, neg, w) in enumerate((("S", "I", "z"), ("P"
 _WORLD_ROW = {"x": 0, "y": 1, "z": 2}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``reliability`` marker: docs/reliability.md is generated from the tests that carry it."""
+    config.addinivalue_line(
+        "markers", "reliability(seen, exit, kept): a bad input or fault the reliability table lists"
+    )
+
+
 def file_order(display: np.ndarray, codes: str) -> np.ndarray:
     """A display-convention array in the voxel order of a file with axis ``codes`` (oracle, by hand)."""
     order = [_AXIS[c][0] for c in codes]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -324,3 +325,95 @@ def test_float_image_is_rounded_and_clipped_to_int16(tmp_path):
 def test_header_only_read_keeps_the_mask(oriented_dir, anatomy):
     case = load_case(*oriented_dir["LAS"], read_image=False)
     assert case.image.size == 0 and np.array_equal(case.mask, anatomy[1])
+
+
+# --- fault hygiene (issue 9, item 9) ---------------------------------------------------------------
+
+
+def _huge_header(path, n: int = 1024):
+    """A NIfTI header declaring n³ int16 voxels, followed by a few bytes: the 1.3 KB file of issue 9."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((n, n, n))
+    hdr.set_data_dtype(np.int16)
+    hdr["vox_offset"] = 352
+    blob = hdr.binaryblock + b"\0" * 4 + b"\1" * 1000
+    if path.name.endswith(".gz"):
+        import gzip
+
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+    return path
+
+
+@pytest.mark.reliability("one line: 'PATH: header declares 1024x1024x1024 int16 voxels ...' before any allocation",
+                         None, "nothing read, nothing written")  # fmt: skip
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_a_header_declaring_more_voxels_than_the_file_holds_is_refused_before_reading(tmp_path, ext, monkeypatch):
+    bad = _huge_header(tmp_path / f"volume-1{ext}")
+    assert bad.stat().st_size < 2000
+
+    def no_read(*a, **k):
+        raise AssertionError("voxel data was read")
+
+    monkeypatch.setattr(lio, "_read", no_read)
+    for call in (lambda: load_case(bad), lambda: load_case(bad, bad), lambda: check_pair(bad, bad)):
+        with pytest.raises(CaseError, match="header declares") as exc:
+            call()
+        assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_the_size_check_passes_every_complete_file(tmp_path, anatomy, ext):
+    zeros = write_nifti(tmp_path / f"volume-1{ext}", np.zeros((64, 64, 64), np.int16))  # gzip's best ratio
+    assert load_case(zeros).image.shape == (64, 64, 64)
+    assert load_case(write_nifti(tmp_path / f"volume-2{ext}", anatomy[0])).image.shape == anatomy[0].shape[::-1]
+
+
+@pytest.mark.reliability("written files get the usual mode (0644 under umask 022), not 0600", None,
+                         "an existing file's own mode")  # fmt: skip
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_atomic_write_respects_the_umask_and_keeps_an_existing_mode(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        p = tmp_path / "x.csv"
+        with lio.atomic_write(p) as tmp:
+            tmp.write_text("a")
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask
+        lio.save_nifti(np.zeros((2, 3, 4), np.uint8), np.eye(4), tmp_path / "m.nii.gz")
+        assert (tmp_path / "m.nii.gz").stat().st_mode & 0o777 == 0o666 & ~mask
+        p.chmod(0o640)
+        with lio.atomic_write(p) as tmp:
+            tmp.write_text("b")
+        assert p.stat().st_mode & 0o777 == 0o640 and p.read_text() == "b"
+        assert lio.current_umask() == mask  # read without changing it
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.reliability("a killed writer's temp file '.last.*.pt' is removed by remove_stale_temps", None,
+                         "every other file, including other targets' temp files")  # fmt: skip
+def test_remove_stale_temps_removes_only_the_targets_temp_files(tmp_path):
+    p = tmp_path / "last.pt"
+    try:
+        with lio.atomic_write(p) as tmp:
+            tmp.write_bytes(b"half")
+            stale = tmp
+            raise KeyboardInterrupt  # atomic_write removes its own temp on an exception...
+    except KeyboardInterrupt:
+        pass
+    assert not stale.exists()
+    import tempfile
+
+    kept = [tmp_path / n for n in ("last.pt", ".best.abcd1234.pt", ".last.abcd1234.pt.bak", ".last.abc.pt",
+                                   ".last.abcd1234.ckpt", "last.abcd1234.pt", ".lastx.abcd1234.pt")]  # fmt: skip
+    for k in kept:
+        k.write_bytes(b"x")
+    # ...but a SIGKILL does not: temp files made exactly as atomic_write makes them stay behind
+    made = [Path(tempfile.mkstemp(prefix=".last.", suffix=".pt", dir=tmp_path)[1]) for _ in range(2)]
+    removed = lio.remove_stale_temps(tmp_path, "last.pt")
+    assert sorted(removed) == sorted(made) and all(k.exists() for k in kept)
+    assert lio.remove_stale_temps(tmp_path, "last.pt") == []
+    assert lio.remove_stale_temps(tmp_path / "absent", "last.pt") == []
+    gz = Path(tempfile.mkstemp(prefix=".volume-3.", suffix=".nii.gz", dir=tmp_path)[1])
+    assert lio.remove_stale_temps(tmp_path, "volume-3.nii") == [] and gz.exists()
+    assert lio.remove_stale_temps(tmp_path, "volume-3.nii.gz") == [gz]
