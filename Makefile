@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # JupyterLab from the venv: the notebooks' `python3` kernel is this venv's ipykernel. Loopback only.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ARGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 # rewrite the constraints from what is installed (after a deliberate upgrade; commit the result)
 constraints: $(STAMP)
