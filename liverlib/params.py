@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     # preprocessing, STUDY §2
     "image_size": 256,
     "hu_window": [],  # [] = paper (no window); e.g. [-200, 250]
+    "quantize_8bit": True,  # round the normalised image to k/255 in every arm (CLAHE's 8-bit input), STUDY §2
     "use_clahe": True,
     "clahe_clip": 2.0,
     "clahe_tile": 8,
@@ -91,7 +92,9 @@ DEFAULTS: dict[str, Any] = {
     "ablation_epochs": 0,  # 0 = same as epochs
 }
 
-PREPROCESS_KEYS = ("image_size", "hu_window", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma")
+PREPROCESS_KEYS = (
+    "image_size", "hu_window", "quantize_8bit", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma",
+)  # fmt: skip
 """Parameters that change the preprocessed cache (its key hashes them)."""
 
 CURATION_KEYS = (

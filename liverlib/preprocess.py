@@ -1,8 +1,11 @@
 """Preprocessing (STUDY §2, paper §II.B, Figs. 3–4) and the on-disk slice cache.
 
-Per slice, in order: optional HU window → min-max to [0, 1] → CLAHE (OpenCV, uint8, clip 2.0, 8×8
-tiles) → gamma I' = I^1.2 → resize to ``image_size`` (bilinear image, nearest mask). Each step is
-switchable for the ablation (Table 4). The cache holds every slice of every selected volume, built
+Per slice, in order: optional HU window → min-max to [0, 1] → 8-bit quantisation (k/255) → CLAHE
+(OpenCV, clip 2.0, 8×8 tiles) → gamma I' = I^1.2 → resize to ``image_size`` (bilinear image, nearest
+mask). Each step is switchable for the ablation (Table 4). Quantisation is its own step
+(``quantize_8bit``, on by default in every arm): the paper's CLAHE works on the 8-bit image, so
+without it the no-enhancement arm would stay float and Table 4 would mix quantisation with CLAHE +
+gamma. With ``quantize_8bit: false``, CLAHE runs on a 16-bit image instead. The cache holds every slice of every selected volume, built
 once per preprocessing configuration and shared by runs and ablation arms; training reads it through
 memory maps and never re-reads NIfTI.
 """
@@ -33,6 +36,7 @@ class PreprocessConfig:
 
     image_size: int = 256
     hu_window: tuple[float, float] | None = None
+    quantize_8bit: bool = True
     use_clahe: bool = True
     clahe_clip: float = 2.0
     clahe_tile: int = 8
@@ -43,8 +47,9 @@ class PreprocessConfig:
     def from_params(cls, p: Mapping[str, Any]) -> PreprocessConfig:
         """Build from study parameters (``hu_window: []`` means no window)."""
         hw = p.get("hu_window") or None
-        return cls(int(p["image_size"]), tuple(float(v) for v in hw) if hw else None, bool(p["use_clahe"]),
-                   float(p["clahe_clip"]), int(p["clahe_tile"]), bool(p["use_gamma"]), float(p["gamma"]))  # fmt: skip
+        return cls(int(p["image_size"]), tuple(float(v) for v in hw) if hw else None, bool(p.get("quantize_8bit", True)),
+                   bool(p["use_clahe"]), float(p["clahe_clip"]), int(p["clahe_tile"]), bool(p["use_gamma"]),
+                   float(p["gamma"]))  # fmt: skip
 
     def as_params(self) -> dict[str, Any]:
         """Back to the flat parameter names (``hu_window`` as a list)."""
@@ -71,10 +76,18 @@ def normalize(image: np.ndarray, hu_window: tuple[float, float] | None = None) -
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def clahe(x: np.ndarray, clip: float = 2.0, tile: int = 8) -> np.ndarray:
-    """CLAHE on the 8-bit version of a [0, 1] slice (OpenCV's fixed clip limit, not A.CLAHE's random one)."""
-    u8 = np.rint(x * 255.0).astype(np.uint8)
-    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply(u8).astype(np.float32) / 255.0
+def quantize(x: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Round a [0, 1] float slice to ``k / (2**bits − 1)``, float32 (the grey levels CLAHE sees)."""
+    top = float(2**bits - 1)
+    return (np.rint(x * top) / top).astype(np.float32)
+
+
+def clahe(x: np.ndarray, clip: float = 2.0, tile: int = 8, bits: int = 8) -> np.ndarray:
+    """CLAHE on the ``bits``-bit (8 or 16) version of a [0, 1] slice (OpenCV's fixed clip limit, not
+    A.CLAHE's random one); float32 in [0, 1]."""
+    dtype, top = (np.uint8, 255.0) if bits == 8 else (np.uint16, 65535.0)
+    u = np.rint(x * top).astype(dtype)
+    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply(u).astype(np.float32) / np.float32(top)
 
 
 def preprocess_slice(
@@ -82,17 +95,19 @@ def preprocess_slice(
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Preprocess one HU slice (H, W) to float32 (size, size) in [0, 1].
 
-    With ``stages=True`` returns the intermediate images (original, normalised, CLAHE, gamma) at the
-    original size, for Fig. 3.
+    With ``stages=True`` returns the intermediate images (original, normalised — 8-bit quantised when
+    ``quantize_8bit`` —, CLAHE, gamma) at the original size, for Fig. 3.
     """
     out = {"original": image.astype(np.float32)}
     x = normalize(image, cfg.hu_window)
+    if cfg.quantize_8bit:
+        x = quantize(x, 8)
     out["normalised"] = x
     if cfg.use_clahe:
-        x = clahe(x, cfg.clahe_clip, cfg.clahe_tile)
+        x = clahe(x, cfg.clahe_clip, cfg.clahe_tile, bits=8 if cfg.quantize_8bit else 16)
         out["CLAHE"] = x
     if cfg.use_gamma:
-        if cfg.use_clahe:  # CLAHE output is k/255: a 256-entry table gives exactly x**gamma, ~10x faster
+        if cfg.quantize_8bit:  # the image is k/255: a 256-entry table gives exactly x**gamma, ~10x faster
             x = _gamma_table(cfg.gamma)[np.rint(x * 255.0).astype(np.uint8)]
         else:
             x = np.power(x, cfg.gamma, dtype=np.float32)

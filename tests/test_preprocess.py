@@ -21,6 +21,7 @@ from liverlib.preprocess import (
     normalize,
     preprocess_slice,
     preprocess_volume,
+    quantize,
     resize_image,
     resize_mask,
 )
@@ -66,7 +67,10 @@ def test_clahe_is_opencv_on_the_uint8_image(hu_slice):
 def test_gamma_is_x_to_the_1_2(hu_slice):
     cfg = PreprocessConfig(image_size=40, use_clahe=False)  # stages are at the original size
     st = preprocess_slice(hu_slice, cfg, stages=True)
-    np.testing.assert_allclose(st["gamma"], normalize(hu_slice) ** 1.2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(st["gamma"], quantize(normalize(hu_slice)) ** 1.2, rtol=1e-6, atol=1e-7)
+    float_cfg = PreprocessConfig(image_size=40, use_clahe=False, quantize_8bit=False)
+    float_st = preprocess_slice(hu_slice, float_cfg, stages=True)
+    np.testing.assert_allclose(float_st["gamma"], normalize(hu_slice) ** 1.2, rtol=1e-6, atol=1e-7)
     assert "CLAHE" not in st and st["gamma"].dtype == np.float32
 
 
@@ -94,8 +98,40 @@ def test_switches_change_the_output(hu_slice):
     results = {k: preprocess_slice(hu_slice, c) for k, c in outs.items()}
     for k, r in results.items():
         assert not np.allclose(r, paper, atol=1e-3), k
-    baseline = resize_image(normalize(hu_slice), 32)
+    baseline = resize_image(quantize(normalize(hu_slice)), 32)
     np.testing.assert_allclose(results["baseline"], baseline, atol=1e-6)
+
+
+def test_quantize_is_its_own_step(hu_slice):
+    x = normalize(hu_slice)
+    q = quantize(x)
+    assert q.dtype == np.float32 and np.array_equal(q * 255, np.rint(q * 255)) and np.abs(q - x).max() <= 0.5 / 255
+    on = preprocess_slice(hu_slice, PreprocessConfig(use_clahe=False, use_gamma=False), stages=True)
+    off = preprocess_slice(
+        hu_slice, PreprocessConfig(use_clahe=False, use_gamma=False, quantize_8bit=False), stages=True
+    )
+    assert np.array_equal(on["normalised"], q) and np.array_equal(off["normalised"], x)
+    # without quantisation CLAHE runs on 16 bits (8-bit CLAHE on the float image would quantise it anyway)
+    c16 = preprocess_slice(hu_slice, PreprocessConfig(use_gamma=False, quantize_8bit=False), stages=True)["CLAHE"]
+    u16 = np.rint(x * 65535).astype(np.uint16)
+    expected = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(u16).astype(np.float32) / 65535
+    np.testing.assert_array_equal(c16, expected)
+
+
+def test_ablation_arms_differ_only_by_the_steps_they_switch(hu_slice):
+    """Every arm quantises alike; an arm's image is the paper arm's up to the step it switches off."""
+    from liverlib.ablation import ARMS
+
+    cfgs = {a: PreprocessConfig.from_params(resolve(**v, image_size=40)) for a, v in ARMS.items()}
+    for arm, cfg in cfgs.items():
+        diff = {k for k, v in cfg.as_params().items() if cfgs["paper"].as_params()[k] != v}
+        assert diff <= set(ARMS[arm]) and "quantize_8bit" not in diff, arm
+    st = {a: preprocess_slice(hu_slice, c, stages=True) for a, c in cfgs.items()}
+    paper, base = st["paper"], st["no_enhancement"]
+    assert np.array_equal(base["normalised"], paper["normalised"]) and set(base) == {"original", "normalised"}
+    assert np.array_equal(st["clahe_only"]["CLAHE"], paper["CLAHE"]) and "gamma" not in st["clahe_only"]
+    gamma_of_base = np.power(base["normalised"], np.float32(1.2), dtype=np.float32)
+    np.testing.assert_allclose(st["gamma_only"]["gamma"], gamma_of_base, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("size", [16, 64])
@@ -127,7 +163,7 @@ def test_preprocess_volume_float16(hu_slice):
 
 # --- cache key -----------------------------------------------------------------------------------
 
-_CHANGED = {"image_size": 128, "hu_window": [-200, 250], "use_clahe": False, "clahe_clip": 3.0, "clahe_tile": 4,
+_CHANGED = {"image_size": 128, "hu_window": [-200, 250], "quantize_8bit": False, "use_clahe": False, "clahe_clip": 3.0, "clahe_tile": 4,
             "use_gamma": False, "gamma": 1.5}  # fmt: skip
 
 
@@ -232,3 +268,24 @@ def test_cache_of_another_data_folder_is_not_reused(phantom_volumes, oriented_di
     assert SliceCache(stats["cache_dir"]).mask(0).shape == (12, 16, 16)
     # and the first folder's cache is still there, untouched
     assert build_cache(phantom_volumes, cfg, tmp_path, progress=False)["volumes_reused"] == 4
+
+
+def test_two_arm_caches_differ_only_by_clahe_and_gamma(phantom_volumes, tmp_path):
+    """The paper and no-enhancement caches: same masks; images = resize(f(quantised min-max)), with f the
+    switched steps (CLAHE + gamma) in the paper arm and the identity in the other."""
+    from liverlib.ablation import ARMS
+
+    paper_cfg = PreprocessConfig.from_params(resolve(**ARMS["paper"], image_size=16))
+    base_cfg = PreprocessConfig.from_params(resolve(**ARMS["no_enhancement"], image_size=16))
+    paper = SliceCache(build_cache(phantom_volumes, paper_cfg, tmp_path, progress=False)["cache_dir"])
+    base = SliceCache(build_cache(phantom_volumes, base_cfg, tmp_path, progress=False)["cache_dir"])
+    assert paper.root != base.root
+    for r in phantom_volumes.itertuples():
+        case = load_case(r.volume_path, r.mask_path)
+        np.testing.assert_array_equal(paper.mask(r.volume_id), base.mask(r.volume_id))
+        q = [quantize(normalize(s)) for s in case.image]
+        expect_base = np.stack([resize_image(x, 16) for x in q]).astype(np.float16)
+        lut = np.power(np.arange(256, dtype=np.float32) / np.float32(255), 1.2, dtype=np.float32)
+        expect_paper = np.stack([resize_image(lut[np.rint(clahe(x) * 255).astype(np.uint8)], 16) for x in q])
+        np.testing.assert_array_equal(base.image(r.volume_id), expect_base)
+        np.testing.assert_array_equal(paper.image(r.volume_id), expect_paper.astype(np.float16))
