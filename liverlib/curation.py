@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from liverlib.io import CaseError, CasePaths, check_pair, find_cases, load_case
+from liverlib.io import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
 from liverlib.labels import LABELS
 from liverlib.params import Params, digest, resolve_path
 
@@ -26,6 +26,19 @@ PAPER_TABLE3 = {"train": (8, 1350), "val": (1, 168), "test": (2, 170)}
 
 class CurationError(ValueError):
     """No usable selection: too few eligible volumes, bad explicit ids, overlapping splits."""
+
+
+class SelectionError(CurationError):
+    """A selection that failed after every volume was judged; carries the judged table.
+
+    Attributes:
+        volumes: the volumes table with ``status`` (what ``volumes.csv`` holds).
+        path: where :func:`curate` wrote that table, or None.
+    """
+
+    def __init__(self, message: str, volumes: pd.DataFrame, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.volumes, self.path = volumes, path
 
 
 def prepare_data(p: Params) -> Path | None:
@@ -47,40 +60,82 @@ def prepare_data(p: Params) -> Path | None:
 
 
 _COUNTS = ("n_slices", "rows", "cols", "liver_voxels", "tumor_voxels", "liver_slices", "tumor_slices")
+NOT_READ = "not read (exclude_ids)"
+"""``problem`` of a volume skipped before reading because ``exclude_ids`` lists it."""
 
 
-def scan_volumes(cases: list[CasePaths], *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every mask once and count liver/tumor pixels per slice (display convention).
+def _scan_one(c: CasePaths) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """(counts or ``problem``, per-slice counts or None) of one case; CaseError for a bad file."""
+    if c.mask is None:
+        raise CaseError(f"{c.volume}: no segmentation-{c.case_id} file beside it; every volume needs its mask")
+    problem = check_pair(c.volume, c.mask)
+    if problem is not None:
+        return {"problem": problem}, None
+    case = load_case(c.volume, c.mask, read_image=False)
+    check_image(c.volume)  # voxels readable to the end and finite (else 02 would fail on it)
+    m = case.mask
+    liver = (m == LABELS["liver"]).sum(axis=(1, 2))
+    tumor = (m == LABELS["tumor"]).sum(axis=(1, 2))
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    row = dict(
+        problem="", n_slices=m.shape[0], rows=m.shape[1], cols=m.shape[2],
+        spacing_slice=case.spacing[0], spacing_row=case.spacing[1], spacing_col=case.spacing[2],
+        liver_voxels=int(liver.sum()), tumor_voxels=int(tumor.sum()), tumor_ml=float(tumor.sum()) * voxel_ml,
+        liver_slices=int(((liver + tumor) > 0).sum()), tumor_slices=int((tumor > 0).sum()),
+    )  # fmt: skip
+    return row, pd.DataFrame({"volume_id": c.case_id, "slice_idx": np.arange(m.shape[0]),
+                              "liver_px": liver, "tumor_px": tumor})  # fmt: skip
+
+
+def _reason(exc: CaseError, c: CasePaths) -> str:
+    """The error's message with the case's paths shortened to file names (volumes.csv holds the paths)."""
+    msg = str(exc).split("; every volume needs its mask")[0]
+    for path in (c.volume, c.mask):
+        if path is not None:
+            msg = msg.replace(str(path), path.name)
+    return msg
+
+
+def scan_volumes(cases: list[CasePaths], *, progress: bool = True, exclude_ids: list[int] | None = None,
+                 strict: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Judge every volume: read its mask once, count liver/tumor pixels per slice, read its image to the end.
+
+    A volume whose files are missing, unreadable, truncated or invalid (labels outside {0, 1, 2}, non-integer
+    labels, NaN/inf voxels), or whose image and mask do not align, gets the reason in ``problem`` (file
+    names, not paths) and the scan goes on (STUDY §1: curation rejects, it does not stop). Volumes in
+    ``exclude_ids`` are not read at all (``problem`` = :data:`NOT_READ`).
+
+    Args:
+        cases: from :func:`liverlib.io.find_cases`.
+        progress: show a progress bar.
+        exclude_ids: volume ids to skip before reading.
+        strict: raise on the first bad file instead of rejecting the volume (``strict: true``).
 
     Returns:
-        ``(volumes, slices)``: one row per volume (shape, spacing, voxel counts, ``problem`` when image
-        and mask do not align) and one row per slice (volume_id, slice_idx, liver_px, tumor_px).
+        ``(volumes, slices)``: one row per volume (paths, ``problem``, shape, spacing, voxel counts; counts
+        blank for a volume with a problem) and one row per slice of each volume without a problem
+        (volume_id, slice_idx, liver_px, tumor_px).
 
     Raises:
-        CaseError: a volume without mask, or an unreadable/corrupt file (names the file).
+        CaseError: only with ``strict``: the first bad file (the message names it).
     """
+    exclude = {int(v) for v in exclude_ids or []}
     vols, slices = [], []
     for c in tqdm(cases, desc="scan volumes", unit="vol", disable=not progress):
-        if c.mask is None:
-            raise CaseError(f"{c.volume}: no segmentation-{c.case_id} file beside it; every volume needs its mask")
-        row: dict[str, Any] = {"volume_id": c.case_id, "volume_path": str(c.volume), "mask_path": str(c.mask)}
-        problem = check_pair(c.volume, c.mask)
-        row["problem"] = problem or ""
-        if problem is None:
-            case = load_case(c.volume, c.mask, read_image=False)
-            m = case.mask
-            liver = (m == LABELS["liver"]).sum(axis=(1, 2))
-            tumor = (m == LABELS["tumor"]).sum(axis=(1, 2))
-            voxel_ml = float(np.prod(case.spacing)) / 1000.0
-            row.update(
-                n_slices=m.shape[0], rows=m.shape[1], cols=m.shape[2],
-                spacing_slice=case.spacing[0], spacing_row=case.spacing[1], spacing_col=case.spacing[2],
-                liver_voxels=int(liver.sum()), tumor_voxels=int(tumor.sum()), tumor_ml=float(tumor.sum()) * voxel_ml,
-                liver_slices=int(((liver + tumor) > 0).sum()), tumor_slices=int((tumor > 0).sum()),
-            )  # fmt: skip
-            slices.append(pd.DataFrame({"volume_id": c.case_id, "slice_idx": np.arange(m.shape[0]),
-                                        "liver_px": liver, "tumor_px": tumor}))  # fmt: skip
-        vols.append(row)
+        row: dict[str, Any] = {"volume_id": c.case_id, "volume_path": str(c.volume),
+                               "mask_path": str(c.mask) if c.mask else ""}  # fmt: skip
+        if c.case_id in exclude:
+            vols.append(row | {"problem": NOT_READ})
+            continue
+        try:
+            counts, per_slice = _scan_one(c)
+        except CaseError as exc:
+            if strict:
+                raise
+            counts, per_slice = {"problem": _reason(exc, c)}, None
+        vols.append(row | counts)
+        if per_slice is not None:
+            slices.append(per_slice)
     slices_df = pd.concat(slices, ignore_index=True) if slices else pd.DataFrame(
         columns=["volume_id", "slice_idx", "liver_px", "tumor_px"])  # fmt: skip
     vols_df = pd.DataFrame(vols)
@@ -238,24 +293,53 @@ def table3(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def curate(p: Params, *, progress: bool = True) -> dict[str, Any]:
-    """Run curation end to end (no files written; see :func:`liverlib.stages.run_curation`).
+    """Run curation end to end (see :func:`liverlib.stages.run_curation`, which writes its outputs).
+
+    Every volume is judged (:func:`scan_volumes`; ``strict: true`` stops at the first bad file instead). When
+    no selection is possible, the judged table is written all the same (:func:`write_rejected_volumes`) and
+    the error names it.
 
     Returns:
-        dict with ``data_dir``, ``volumes`` (DataFrame, with ``status``/``selected``/``split``),
-        ``splits`` and ``manifest``.
+        dict with ``data_dir``, ``volumes`` (DataFrame, with ``problem``/``status``/``split``),
+        ``splits``, ``manifest`` and ``slices``.
+
+    Raises:
+        CaseError: the folder holds no volumes, or (``strict``) a bad file.
+        SelectionError: no selection possible (too few eligible volumes, bad explicit ids); ``.volumes``
+            holds the judged table and ``.path`` where it was written.
     """
     data_dir = prepare_data(p)
     cases = find_cases(data_dir)
-    volumes, slices = scan_volumes(cases, progress=progress)
+    volumes, slices = scan_volumes(cases, progress=progress, exclude_ids=p.exclude_ids, strict=p.strict)
     volumes = assess(volumes, min_tumor_voxels=p.min_tumor_voxels, min_tumor_slices=p.min_tumor_slices,
                      exclude_ids=p.exclude_ids)  # fmt: skip
-    splits = explicit_split(p, volumes)
-    if splits is None:
-        chosen = select_volumes(volumes, p.n_volumes, seed=p.seed, volume_ids=p.volume_ids)
-        sizes = dict(zip(volumes.volume_id.astype(int), volumes.tumor_ml.fillna(0.0)))
-        splits = split_volumes(chosen, sizes, val_fraction=p.val_fraction, test_fraction=p.test_fraction,
-                               seed=p.seed, folds=p.folds, fold=p.fold)  # fmt: skip
+    if "tumor_ml" not in volumes.columns:  # every volume rejected before counting
+        volumes = volumes.assign(tumor_ml=np.nan)
+    try:
+        splits = explicit_split(p, volumes)
+        if splits is None:
+            chosen = select_volumes(volumes, p.n_volumes, seed=p.seed, volume_ids=p.volume_ids)
+            sizes = dict(zip(volumes.volume_id.astype(int), volumes.tumor_ml.fillna(0.0)))
+            splits = split_volumes(chosen, sizes, val_fraction=p.val_fraction, test_fraction=p.test_fraction,
+                                   seed=p.seed, folds=p.folds, fold=p.fold)  # fmt: skip
+    except CurationError as exc:
+        table = volumes.assign(split="")
+        path = write_rejected_volumes(p, table)
+        raise SelectionError(f"{exc}; every volume's status is in {path}", table, path) from None
     split_of = {v: s for s, ids in splits.items() for v in ids}
     volumes = volumes.assign(split=volumes.volume_id.map(split_of).fillna(""))
     manifest = build_manifest(slices, volumes, splits, keep_empty_slices=p.keep_empty_slices)
     return {"data_dir": data_dir, "volumes": volumes, "splits": splits, "manifest": manifest, "slices": slices}
+
+
+def write_rejected_volumes(p: Params, volumes: pd.DataFrame) -> Path:
+    """Write the judged volumes of a failed selection where the user will look: the run's ``volumes.csv``.
+
+    When the run folder already holds a curation (``manifest.csv``), its ``volumes.csv`` stays with it and
+    the table goes to ``volumes.failed.csv`` beside it instead.
+    """
+    from liverlib.run import RunDir, write_table
+
+    run = RunDir.from_params(p)
+    path = run.volumes if not run.manifest.exists() else run.root / "volumes.failed.csv"
+    return write_table(volumes, path, markdown=False)

@@ -249,6 +249,21 @@ def check_pair(volume_path: Path, mask_path: Path) -> str | None:
     return None
 
 
+def check_image(path: str | Path) -> None:
+    """Read a CT file's voxels to the end and check them; curation uses it so that 02 never meets a bad image.
+
+    An uncompressed integer ``.nii`` is memory-mapped and its size checked against the header (see
+    :func:`_check_declared_size`); compressed or float files are read in full and must be finite.
+
+    Raises:
+        CaseError: unreadable, corrupt or truncated file, not 3D, NaN/inf voxels (names the file).
+    """
+    path = Path(path)
+    data = _read(_open(path), path)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        raise CaseError(f"{path}: image holds NaN or infinite voxels")
+
+
 def load_case(volume_path: str | Path, mask_path: str | Path | None = None, *, read_image: bool = True) -> Case:
     """Read a CT volume (and its mask) into the display convention.
 

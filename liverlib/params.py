@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "min_tumor_voxels": 1,
     "min_tumor_slices": 5,
     "keep_empty_slices": False,  # paper dropped slices without liver/tumor (62.8%)
+    "strict": False,  # true: the first unreadable or invalid volume stops curation (else: rejected, in volumes.csv)
     "val_fraction": 0.1,  # 80/10/10 at volume level: 11 volumes -> 8/1/2
     "test_fraction": 0.1,
     "folds": 0,  # k-fold cross-validation by volume (0 = off); full_lits uses 5
@@ -100,7 +101,7 @@ PREPROCESS_KEYS = (
 CURATION_KEYS = (
     "data_dir", "seed", "n_volumes", "volume_ids", "exclude_ids", "train_ids", "val_ids", "test_ids",
     "min_tumor_voxels", "min_tumor_slices", "keep_empty_slices", "val_fraction", "test_fraction", "folds", "fold",
-    "phantom_cases", "phantom_size", "phantom_slices",
+    "phantom_cases", "phantom_size", "phantom_slices", "strict",
 )  # fmt: skip
 
 TRAIN_KEYS = PREPROCESS_KEYS + (

@@ -39,7 +39,8 @@ def strata_of(volumes: pd.DataFrame, k: int) -> list[set[int]]:
 
 def params(phantom_dir, tmp_path, **kw):
     kw.setdefault("n_volumes", 0)
-    return resolve(data_dir=str(phantom_dir), output_root=str(tmp_path / "outputs"), run_name="t", **kw)
+    kw.setdefault("run_name", "t")
+    return resolve(data_dir=str(phantom_dir), output_root=str(tmp_path / "outputs"), **kw)
 
 
 # --- scanning and eligibility --------------------------------------------------------------------
@@ -73,9 +74,19 @@ def test_assess_applies_rules_1_to_3_and_the_exclude_list(phantom_scan):
     assert not any(s == "eligible" for s in status.values())
 
 
-def test_scan_volume_without_mask_is_named(flat_dir):
+@pytest.mark.reliability("volumes.csv: 'rejected: no segmentation-7 file beside it'; strict: true stops, naming it",
+                         None, "every other volume is judged")  # fmt: skip
+def test_scan_volume_without_mask_is_rejected_or_named_when_strict(flat_dir):
+    volumes, _ = scan_volumes(find_cases(flat_dir), progress=False)
+    status = dict(zip(volumes.volume_id, assess(volumes, min_tumor_slices=1).status))
+    assert status == {
+        2: "eligible",
+        3: "eligible",
+        7: "rejected: volume-7.nii: no segmentation-7 file beside it",
+        10: "eligible",
+    }
     with pytest.raises(CaseError, match="no segmentation-7") as exc:
-        scan_volumes(find_cases(flat_dir), progress=False)
+        scan_volumes(find_cases(flat_dir), progress=False, strict=True)
     assert str(flat_dir / "volume-7.nii") in str(exc.value)
 
 
@@ -88,24 +99,135 @@ def test_scan_rejects_affine_mismatch_instead_of_stopping(tmp_path):
     assert status == {1: "eligible", 2: "rejected: image and mask affines differ"}
 
 
-@pytest.mark.parametrize("label", [3, -1])
-def test_scan_stops_on_labels_outside_0_1_2(tmp_path, label):
-    tiny_pair(tmp_path, 1)
-    m = np.zeros((6, 5, 4), np.int16)
-    m[0, 0, 0] = label
-    write_nifti(tmp_path / "segmentation-1.nii", m)
-    with pytest.raises(CaseError, match="labels outside") as exc:
-        scan_volumes(find_cases(tmp_path), progress=False)
-    assert str(tmp_path / "segmentation-1.nii") in str(exc.value)
+def _bad_mask(d, value, dtype=np.uint8):
+    tiny_pair(d, 2)
+    m = np.zeros((6, 5, 4), dtype)
+    m[0, 0, 0] = value
+    write_nifti(d / "segmentation-2.nii", m)
 
 
-def test_scan_stops_on_a_truncated_mask(tmp_path):
-    _, seg = tiny_pair(tmp_path, 1, ".nii.gz", shape=(16, 16, 16))
-    blob = seg.read_bytes()
-    seg.write_bytes(blob[: len(blob) // 2])
+def _truncated(d, name, ext=".nii"):
+    """Pair 2 of 16³ random voxels (incompressible: the cut falls in the voxel data), ``name`` cut in half."""
+    shape = (16, 16, 16)
+    write_nifti(d / f"volume-2{ext}", np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16))
+    write_nifti(d / f"segmentation-2{ext}", np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8))
+    blob = (d / name).read_bytes()
+    (d / name).write_bytes(blob[: len(blob) // 2])
+
+
+def _nan_image(d):
+    tiny_pair(d, 2)
+    x = np.zeros((6, 5, 4), np.float32)
+    x[1, 1, 1] = np.nan
+    (d / "volume-2.nii").unlink()
+    write_nifti(d / "volume-2.nii.gz", x)
+
+
+def _overwrite(d, name, blob):
+    tiny_pair(d, 2)
+    (d / name).write_bytes(blob)
+
+
+BAD_VOLUME = {  # how pair 2 of a folder of three is broken → the reason volumes.csv gives
+    "label 3": (lambda d: _bad_mask(d, 3), "segmentation-2.nii: labels outside {0, 1, 2} (found [3])"),
+    "label 255": (lambda d: _bad_mask(d, 255), "segmentation-2.nii: labels outside {0, 1, 2} (found [255])"),
+    "label -1": (lambda d: _bad_mask(d, -1, np.int16), "segmentation-2.nii: labels outside {0, 1, 2} (found [-1])"),
+    "label 0.5": (lambda d: _bad_mask(d, 0.5, np.float32), "segmentation-2.nii: mask holds non-integer labels"),
+    "unreadable image": (lambda d: _overwrite(d, "volume-2.nii", b"not a nifti" * 50),
+                         "volume-2.nii: not a readable NIfTI file"),
+    "unreadable mask": (lambda d: _overwrite(d, "segmentation-2.nii", b"\0" * 10),
+                        "segmentation-2.nii: not a readable NIfTI file"),
+    "truncated mask": (lambda d: _truncated(d, "segmentation-2.nii"), "segmentation-2.nii: header declares"),
+    "truncated image .nii": (lambda d: _truncated(d, "volume-2.nii"), "volume-2.nii: header declares"),
+    "truncated image .nii.gz": (lambda d: _truncated(d, "volume-2.nii.gz", ".nii.gz"),
+                                "volume-2.nii.gz: voxel data cannot be read"),
+    "NaN image": (_nan_image, "volume-2.nii.gz: image holds NaN or infinite voxels"),
+}  # fmt: skip
+
+
+def _folder_with_bad_volume(folder, kind):
+    tiny_pair(folder, 1)
+    tiny_pair(folder, 3)
+    BAD_VOLUME[kind][0](folder)
+    return folder
+
+
+@pytest.mark.reliability("volumes.csv: 'rejected: <file>: <problem>' for that volume; curation goes on",
+                         None, "every other volume is judged and can be selected")  # fmt: skip
+@pytest.mark.parametrize("kind", list(BAD_VOLUME))
+def test_one_bad_volume_is_rejected_with_its_reason_and_curation_goes_on(tmp_path, kind):
+    folder = _folder_with_bad_volume(tmp_path, kind)
+    volumes, slices = scan_volumes(find_cases(folder), progress=False)
+    status = dict(zip(volumes.volume_id, assess(volumes, min_tumor_slices=1).status))
+    assert status[1] == status[3] == "eligible", status
+    assert status[2].startswith("rejected: " + BAD_VOLUME[kind][1]), status[2]
+    assert str(tmp_path) not in status[2]  # the file's name; its path is in volume_path / mask_path
+    assert set(slices.volume_id) == {1, 3}
+
+
+@pytest.mark.reliability("strict: true: one line naming the file and the problem", None, "nothing written")
+@pytest.mark.parametrize("kind", ["label 255", "unreadable image", "truncated image .nii.gz", "NaN image"])
+def test_strict_stops_at_the_first_bad_volume(tmp_path, kind):
+    folder = _folder_with_bad_volume(tmp_path, kind)
     with pytest.raises(CaseError) as exc:
-        scan_volumes(find_cases(tmp_path), progress=False)
-    assert str(seg) in str(exc.value)
+        scan_volumes(find_cases(folder), progress=False, strict=True)
+    name, problem = BAD_VOLUME[kind][1].split(": ", 1)
+    assert str(tmp_path / name) in str(exc.value) and problem in str(exc.value)
+
+
+def test_strict_is_a_curation_parameter_and_stops_curate(tmp_path):
+    from liverlib.params import CURATION_KEYS, DEFAULTS
+
+    assert DEFAULTS["strict"] is False and "strict" in CURATION_KEYS
+    folder = _folder_with_bad_volume(tmp_path / "data", "label 3")
+    with pytest.raises(CaseError, match="labels outside"):
+        cur.curate(params(folder, tmp_path, strict=True, min_tumor_slices=1), progress=False)
+
+
+@pytest.mark.reliability("exclude_ids skips a volume before reading it: an unreadable excluded file is no error",
+                         None, "the other volumes")  # fmt: skip
+def test_exclude_ids_are_skipped_before_reading(tmp_path, monkeypatch):
+    folder = _folder_with_bad_volume(tmp_path, "unreadable image")
+    opened = []
+    real = cur.check_pair
+    monkeypatch.setattr(cur, "check_pair", lambda v, m: opened.append(v.name) or real(v, m))
+    volumes, _ = scan_volumes(find_cases(folder), progress=False, exclude_ids=[2], strict=True)
+    assert "volume-2.nii" not in opened and opened
+    status = dict(zip(volumes.volume_id, assess(volumes, min_tumor_slices=1, exclude_ids=[2]).status))
+    assert status == {1: "eligible", 2: "excluded (exclude_ids)", 3: "eligible"}
+    assert dict(zip(volumes.volume_id, assess(volumes, min_tumor_slices=1).status))[2].startswith("rejected")
+
+
+@pytest.mark.reliability("one line: 'no eligible volume ... see <run>/volumes.csv'", None,
+                         "volumes.csv with every volume's reason; an earlier good curation's files")  # fmt: skip
+def test_nothing_eligible_still_writes_volumes_csv_and_points_to_it(phantom_dir, tmp_path):
+    p = params(phantom_dir, tmp_path, exclude_ids=[0, 1, 2, 3])
+    with pytest.raises(CurationError, match="no eligible volume") as exc:
+        cur.curate(p, progress=False)
+    written = tmp_path / "outputs" / "t" / "volumes.csv"
+    assert str(written) in str(exc.value) and written.is_file()
+    table = pd.read_csv(written, keep_default_na=False)
+    assert table.status.tolist()[:4] == ["excluded (exclude_ids)"] * 4 and table.status[4] == "rejected: no tumor"
+    assert exc.value.volumes.status.tolist() == table.status.tolist()
+    with pytest.raises(CurationError, match="too few") as exc:  # any failed selection points to the table
+        cur.curate(params(phantom_dir, tmp_path, exclude_ids=[0, 1]), progress=False)
+    assert str(written) in str(exc.value)
+    folder = tmp_path / "bad"  # every volume unreadable: nothing counted, the table still written
+    for n in (1, 2, 3):
+        tiny_pair(folder, n)[0].write_bytes(b"junk" * 100)
+    with pytest.raises(CurationError, match="no eligible volume") as exc:
+        cur.curate(params(folder, tmp_path, run_name="u"), progress=False)
+    table = pd.read_csv(exc.value.path, keep_default_na=False)
+    assert exc.value.path.name == "volumes.csv" and table.status.str.contains("not a readable NIfTI").all()
+
+
+def test_a_failed_selection_keeps_an_earlier_curations_volumes_csv(phantom_dir, tmp_path, monkeypatch):
+    stages = _no_figure(monkeypatch)
+    first = stages.run_curation(params(phantom_dir, tmp_path), progress=False)
+    before = first["run"].volumes.read_bytes()
+    with pytest.raises(CurationError) as exc:
+        stages.run_curation(params(phantom_dir, tmp_path, exclude_ids=[0, 1, 2, 3], overwrite=True), progress=False)
+    assert first["run"].volumes.read_bytes() == before and exc.value.path.name == "volumes.failed.csv"
 
 
 # --- selection -----------------------------------------------------------------------------------
