@@ -1,9 +1,13 @@
 """Evaluation (STUDY §7, paper §II.F, §III.D): per slice as the paper, per volume as LiTS.
 
 Per slice: the test split's curated slices at the model's resolution, metrics of
-:mod:`liverlib.metrics` with their empty-mask rules named. Per volume: every slice of each test
-volume is predicted, probabilities are resized to the original in-plane size, and Dice, ASSD and
-HD95 (mm, the file's spacing) are computed LiTS-style (liver = label ≥ 1, tumor = label 2).
+:mod:`liverlib.metrics` with their empty-mask rules named; the same slices are scored once more
+against the native-resolution masks (the nearest-neighbour resize can erase small tumors). Per
+volume: every slice of each test volume is predicted, probabilities are resized to the original
+in-plane size, and Dice, ASSD and HD95 (mm, the file's spacing) are computed LiTS-style (liver =
+label ≥ 1, tumor = label 2). Statistics: the paper's slice bootstrap and t-test (labelled as its
+method) beside a cluster bootstrap over test volumes, per-volume Dice intervals and a per-volume
+Wilcoxon signed-rank test (:mod:`liverlib.stats`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from liverlib.params import Params
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
 from liverlib.runtime import resolve_device
-from liverlib.stats import bootstrap_ci, paired_ttest
+from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
 
 VOLUME_RULES = {
     "dice": "nan: a volume whose prediction and ground truth are both empty for a class is left out of means",
-    "distance": "nan: ASSD/HD95 are undefined when either mask is empty; such volumes are left out and counted",
+    "distance": "nan: ASSD/HD95 are undefined when either mask is empty; such volumes are left out of the mean and "
+    "counted (empty prediction / empty ground truth / both)",
     "classes": "LiTS: liver = label >= 1 (tumor included), tumor = label 2",
 }
 
@@ -72,12 +77,15 @@ def evaluate(
     # per volume (LiTS): every slice, back at the original in-plane size, millimetres
     vols = pd.read_csv(run.volumes, keep_default_na=False)
     vols = vols[vols.volume_id.isin(test.volume_id.unique())]
-    rows = []
+    rows, native = [], []
     t1 = time.perf_counter()
     for r in tqdm(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
         case = load_case(r.volume_path, r.mask_path)
         labels = predict_labels(model, cache.image(r.volume_id), out_size=case.mask.shape[1:], batch_size=p.eval_batch_size,
                                 device=device, amp=p.amp)  # fmt: skip
+        idx = test.slice_idx[test.volume_id == r.volume_id].to_numpy()
+        native.append(per_slice_table(labels[idx], case.mask[idx],
+                                      ids={"volume_id": np.full(idx.size, int(r.volume_id)), "slice_idx": idx}))  # fmt: skip
         m = volume_metrics(labels, case.mask, case.spacing, liver_lcc=p.liver_lcc)
         rows.append({"volume_id": int(r.volume_id), "slices": case.mask.shape[0], "spacing": "x".join(f"{s:.3g}" for s in case.spacing),
                      **{k: v for k, v in m.items() if not isinstance(v, str)}})  # fmt: skip
@@ -86,55 +94,100 @@ def evaluate(
                 labels, case, run.root / "predictions" / model_name / f"prediction-{int(r.volume_id)}.nii.gz"
             )
     per_volume = pd.DataFrame(rows)
+    per_slice_native = pd.concat(native, ignore_index=True) if native else per_slice.iloc[:0]
     volume_seconds = time.perf_counter() - t1
-    summary = summarize(p, per_slice, per_volume, cm, ckpt, model_name)
+    summary = summarize(p, per_slice, per_volume, cm, ckpt, model_name, per_slice_native=per_slice_native)
     summary["timing"] = {"per_slice_seconds": round(slice_seconds, 2), "per_volume_seconds": round(volume_seconds, 2)}
-    return {"per_slice": per_slice, "per_volume": per_volume, "summary": summary, "confusion": cm,
-            "arrays": {"images": images, "gt": gt, "pred": pred}}  # fmt: skip
+    return {"per_slice": per_slice, "per_volume": per_volume, "per_slice_native": per_slice_native, "summary": summary,
+            "confusion": cm, "arrays": {"images": images, "gt": gt, "pred": pred}}  # fmt: skip
 
 
-def _volume_summary(per_volume: pd.DataFrame) -> dict[str, Any]:
+def _volume_summary(per_volume: pd.DataFrame, resamples: int, seed: int) -> dict[str, Any]:
+    """Per-case and global Dice, per-volume Dice intervals, ASSD/HD95 means with n and why volumes were left out."""
     out: dict[str, Any] = {}
+    nvol = len(per_volume)
     for c in ("liver", "tumor"):
         d = per_volume[f"{c}_dice"].astype(float)
         tp, pv, gv = (per_volume[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
+        low, high = bootstrap_ci(d.to_numpy(), n_resamples=resamples, seed=seed)
         out[f"{c}_dice_per_case"] = {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if d.notna().sum() > 1 else None,
-                                     "n": int(d.notna().sum()), "rule": VOLUME_RULES["dice"]}  # fmt: skip
+                                     "n": int(d.notna().sum()), "undefined": int(d.isna().sum()), "rule": VOLUME_RULES["dice"],
+                                     "ci95": {"low": low, "high": high, "method": "percentile bootstrap over test volumes",
+                                              "resamples": resamples, "seed": seed, "volumes": int(d.notna().sum()),
+                                              "meaningful": bool(d.notna().sum() >= MIN_VOLUMES)}}  # fmt: skip
         out[f"{c}_dice_global"] = {"value": float(2 * tp / (pv + gv)) if pv + gv else None,
                                    "rule": "pooled voxels of all test volumes"}  # fmt: skip
+        pred_empty, gt_empty = per_volume[f"{c}_pred_voxels"] == 0, per_volume[f"{c}_gt_voxels"] == 0
         for k in ("assd_mm", "hd95_mm"):
             v = per_volume[f"{c}_{k}"].astype(float)
             out[f"{c}_{k}"] = {"mean": float(v.mean()) if v.notna().any() else None, "n": int(v.notna().sum()),
-                               "undefined": int(v.isna().sum()), "rule": VOLUME_RULES["distance"]}  # fmt: skip
+                               "undefined": int(v.isna().sum()), "volumes": nvol,
+                               "empty_prediction": int((pred_empty & ~gt_empty).sum()),
+                               "empty_ground_truth": int((gt_empty & ~pred_empty).sum()),
+                               "both_empty": int((pred_empty & gt_empty).sum()), "rule": VOLUME_RULES["distance"]}  # fmt: skip
+    return out
+
+
+def resize_loss(per_slice: pd.DataFrame, per_slice_native: pd.DataFrame) -> dict[str, Any]:
+    """How many curated test slices hold each class at native resolution and after the nearest-neighbour resize."""
+    if per_slice_native.empty:
+        return {}
+    key = ["volume_id", "slice_idx"]
+    both = per_slice[key + ["liver_gt_px", "tumor_gt_px"]].merge(
+        per_slice_native[key + ["liver_gt_px", "tumor_gt_px"]], on=key, suffixes=("", "_native")
+    )
+    out: dict[str, Any] = {"what": "curated test slices whose ground truth holds the class, at native resolution "
+                           "and after the nearest-neighbour resize to the model's input size"}  # fmt: skip
+    for c in ("liver", "tumor"):
+        nat, res = both[f"{c}_gt_px_native"] > 0, both[f"{c}_gt_px"] > 0
+        out[c] = {"native": int(nat.sum()), "resized": int(res.sum()), "lost": int((nat & ~res).sum())}
     return out
 
 
 def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: np.ndarray, ckpt: dict[str, Any],
-              model_name: str) -> dict[str, Any]:  # fmt: skip
-    """``summary.json``: per-slice and per-volume metrics with rules, CIs, t-test, counts, paper values, provenance."""
+              model_name: str, *, per_slice_native: pd.DataFrame | None = None) -> dict[str, Any]:  # fmt: skip
+    """``summary.json``: per-slice and per-volume metrics with rules, CIs, tests, counts, paper values, provenance."""
     s = summarize_slices(per_slice)
+    nvol = int(per_slice.volume_id.nunique())
 
     def ci95(values: np.ndarray) -> dict[str, Any]:
         low, high = bootstrap_ci(values, n_resamples=p.bootstrap_resamples, seed=p.seed)
-        return {"low": low, "high": high, "method": "percentile bootstrap, 95%", "resamples": p.bootstrap_resamples,
-                "seed": p.seed}  # fmt: skip
+        return {"low": low, "high": high, "method": "percentile bootstrap over test slices (the paper's method)",
+                "resamples": p.bootstrap_resamples, "seed": p.seed}  # fmt: skip
 
-    ci = {}
+    ci, cluster = {}, {}
     for c in ("liver", "tumor"):
         dice = per_slice[f"{c}_dice_smoothed"]
+        pos = per_slice[f"{c}_gt_px"] > 0
         ci[f"{c}_dice_smoothed"] = ci95(dice.to_numpy())
-        ci[f"{c}_dice_gt_positive"] = ci95(dice[per_slice[f"{c}_gt_px"] > 0].to_numpy())
+        ci[f"{c}_dice_gt_positive"] = ci95(dice[pos].to_numpy())
+        cluster[f"{c}_dice_smoothed"] = cluster_bootstrap_ci(dice.to_numpy(), per_slice.volume_id.to_numpy(),
+                                                             n_resamples=p.bootstrap_resamples, seed=p.seed)  # fmt: skip
+        cluster[f"{c}_dice_gt_positive"] = cluster_bootstrap_ci(dice[pos].to_numpy(), per_slice.volume_id[pos].to_numpy(),
+                                                                n_resamples=p.bootstrap_resamples, seed=p.seed)  # fmt: skip
     tt = paired_ttest(per_slice.liver_dice_smoothed.to_numpy(), per_slice.tumor_dice_smoothed.to_numpy())
-    tt["what"] = "paired t-test, liver vs tumor Dice (ε-smoothed) over test slices (scipy.stats.ttest_rel)"
+    tt["what"] = ("paired t-test, liver vs tumor Dice (ε-smoothed) over test slices (scipy.stats.ttest_rel); the "
+                  "paper's method: slices of one volume are not independent, so p is too small")  # fmt: skip
+    if len(per_volume):
+        wx = wilcoxon_signed_rank(per_volume.liver_dice.to_numpy(float), per_volume.tumor_dice.to_numpy(float))
+    else:
+        wx = wilcoxon_signed_rank([], [])
+    wx["what"] = "Wilcoxon signed-rank, liver vs tumor per-volume Dice (LiTS rule), paired by test volume"
+    native = summarize_slices(per_slice_native) if per_slice_native is not None and len(per_slice_native) else {}
     return {
         "model": model_name,
         "checkpoint_epoch": int(ckpt["epoch"]),
         "val_best": {k: v for k, v in ckpt.get("metrics", {}).items() if k.startswith("val_")},
         "per_slice": s,
-        "per_volume": _volume_summary(per_volume) if len(per_volume) else {},
+        "per_slice_native": native,
+        "resize_loss": resize_loss(per_slice, per_slice_native) if per_slice_native is not None else {},
+        "per_volume": _volume_summary(per_volume, p.bootstrap_resamples, p.seed) if len(per_volume) else {},
         "per_volume_rows": per_volume.to_dict(orient="records"),
         "confidence_intervals": ci,
+        "cluster_bootstrap": cluster,
         "ttest_liver_vs_tumor": tt,
+        "wilcoxon_liver_vs_tumor": wx,
+        "intervals_over_volumes_meaningful": nvol >= MIN_VOLUMES,
         "confusion_matrix": {
             "rows": "truth",
             "cols": "prediction",
@@ -144,12 +197,19 @@ def summarize(p: Params, per_slice: pd.DataFrame, per_volume: pd.DataFrame, cm: 
         "counts": {
             "test_slices": int(len(per_slice)),
             "test_slices_with_tumor": int((per_slice.tumor_gt_px > 0).sum()),
-            "test_volumes": int(per_slice.volume_id.nunique()),
+            "test_volumes": nvol,
         },  # fmt: skip
         "rules": {
-            "per_slice_dice": "smoothed: (2TP+eps)/(2TP+FP+FN+eps), eps=1e-6, empty/empty = 1",
+            "per_slice_dice": "smoothed: (2TP+eps)/(2TP+FP+FN+eps), eps=1e-6, empty/empty = 1 (paper-comparable); "
+            "gt_positive: slices whose ground truth holds the class",
+            "per_slice_precision_recall_specificity_f1": "nan: a slice whose denominator is 0 is left out and counted "
+            "('undefined'), never scored 1",
             "per_slice_classes": "paper: liver = label 1, tumor = label 2",
+            "per_slice_native": "the same curated test slices, prediction upsampled to the native in-plane size, "
+            "scored against the native masks (no nearest-neighbour resize of the ground truth)",
             "iou": "counted from TP/FP/FN (not derived from Dice)",
+            "intervals": f"slice bootstrap (paper) and cluster bootstrap over volumes; with fewer than {MIN_VOLUMES} "
+            "test volumes no interval over volumes is meaningful",
             **{f"per_volume_{k}": v for k, v in VOLUME_RULES.items()},
         },  # fmt: skip
         "paper": {"test": paper.TEST, "val_best": paper.VAL_BEST, "ci95": paper.CI95, "ttest": paper.TTEST},
@@ -162,6 +222,8 @@ def write_outputs(run: RunDir, result: dict[str, Any], prefix: str = "") -> None
     base = run.root / prefix if prefix else run.root
     write_table(result["per_slice"], base / "per_slice.csv", markdown=False)
     write_table(result["per_volume"], base / "per_volume.csv", markdown=False)
+    if result.get("per_slice_native") is not None:
+        write_table(result["per_slice_native"], base / "per_slice_native.csv", markdown=False)
     write_json(base / "summary.json", result["summary"])
     # test slices at the model's resolution, for Figs. 9-11 (notebook 06)
     with atomic_write(base / "test_predictions.npz") as tmp, open(tmp, "wb") as fh:

@@ -133,26 +133,35 @@ def fig03_pipeline(stages: dict[str, np.ndarray], hu: bool | None = None) -> Fig
     """Paper Fig. 3: one panel per preprocessing stage (STUDY §2) in the dict's order, titled by key.
 
     ``stages`` maps a name to an ``(H, W)`` image, e.g. original (HU), normalised, CLAHE, gamma ([0, 1]);
-    ``hu`` as in :func:`to_grey` (None detects per image).
+    ``hu`` as in :func:`to_grey` (None detects per image). A panel shown through :data:`HU_WINDOW` says so in
+    its title: the model never sees that window (the paper min-max normalises the raw HU).
     """
     if not stages:
         raise ValueError("stages is empty")
-    fig = Figure(figsize=(3.4 * len(stages), 3.6), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(stages), 3.8), layout="constrained")
     for ax, (name, img) in zip(np.atleast_1d(fig.subplots(1, len(stages))), stages.items(), strict=True):
-        _show(ax, to_grey(img, hu), name)
+        _show(ax, to_grey(img, hu), name + (f"\n(shown in HU window {_hu_text()})" if _is_hu(img, hu) else ""))
     return fig
 
 
-def fig04_histograms(raw: np.ndarray, enhanced: np.ndarray, mask: np.ndarray | None = None, bins: int = 100) -> Figure:
-    """Paper Fig. 4: raw and enhanced slice (top row) above their intensity histograms (bottom row).
+def fig04_histograms(
+    raw: np.ndarray,
+    enhanced: np.ndarray,
+    mask: np.ndarray | None = None,
+    bins: int = 100,
+    labels: tuple[str, str] = ("(a) min-max normalised", "(b) enhanced (CLAHE + gamma)"),
+) -> Figure:
+    """Paper Fig. 4: the input and the enhanced slice (top row) above their intensity histograms (bottom row).
 
-    ``raw`` is the ``(H, W)`` slice (HU or [0, 1], histogram of its own values), ``enhanced`` the ``(H', W')``
-    preprocessed one in [0, 1]. With ``mask`` (``(H, W)`` labels of ``raw``), liver and tumor pixel histograms
-    are drawn over the all-pixel one (the mask is nearest-neighbour resized to ``enhanced``'s shape).
+    ``raw`` is the ``(H, W)`` slice before enhancement (the pipeline passes the min-max normalised image, hence
+    the default label; HU or [0, 1], histogram of its own values), ``enhanced`` the ``(H', W')`` preprocessed
+    one in [0, 1]; ``labels`` title the two columns. With ``mask`` (``(H, W)`` labels of ``raw``), liver and
+    tumor pixel histograms are drawn over the all-pixel one (the mask is nearest-neighbour resized to
+    ``enhanced``'s shape).
     """
     fig = Figure(figsize=(10, 7), layout="constrained")
     axes = fig.subplots(2, 2, height_ratios=[3, 2])
-    for col, (name, img) in enumerate([("(a) raw", raw), ("(b) enhanced", enhanced)]):
+    for col, (name, img) in enumerate(zip(labels, (raw, enhanced), strict=True)):
         img = np.asarray(img, dtype=np.float64)
         _show(axes[0, col], to_grey(img), name)
         ax = axes[1, col]
@@ -166,10 +175,11 @@ def fig04_histograms(raw: np.ndarray, enhanced: np.ndarray, mask: np.ndarray | N
     return fig
 
 
-def fig06_loss_curves(history: pd.DataFrame) -> Figure:
+def fig06_loss_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...]] | None = None) -> Figure:
     """Paper Fig. 6: train/validation loss per epoch (columns ``epoch, train_loss, val_loss``).
 
-    The best epoch (lowest validation loss, the first on ties; STUDY §6) gets a green marker and label.
+    The best epoch (lowest validation loss, the first on ties; STUDY §6) gets a green marker and label. With
+    ``paper`` (the paper's Table 5: epoch → (train loss, val loss, …)), its values are overlaid as markers.
     """
     _require(history, ["epoch", "train_loss", "val_loss"])
     best = history.loc[history["val_loss"].idxmin()]
@@ -179,6 +189,10 @@ def fig06_loss_curves(history: pd.DataFrame) -> Figure:
     ax.plot(history["epoch"], history["train_loss"], label="train loss")
     ax.plot(history["epoch"], history["val_loss"], label="validation loss")
     ax.plot([epoch], [loss], "o", color="green", ms=9, label=f"best epoch {epoch}")
+    if paper:
+        ep = sorted(paper)
+        ax.plot(ep, [paper[e][0] for e in ep], "x", color="C0", label="paper train loss (Table 5)")
+        ax.plot(ep, [paper[e][1] for e in ep], "+", color="C1", ms=9, label="paper validation loss (Table 5)")
     ax.annotate(f"best epoch {epoch}\nval loss {loss:.4f}", xy=(epoch, loss), xytext=(-20, 30), ha="right",
                 textcoords="offset points", color="green", arrowprops={"arrowstyle": "->", "color": "green"})  # fmt: skip
     ax.set(xlabel="epoch", ylabel="loss", title="Training and validation loss")
@@ -186,16 +200,33 @@ def fig06_loss_curves(history: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig07_metric_curves(history: pd.DataFrame) -> Figure:
-    """Paper Fig. 7: (a) validation Dice, (b) IoU per epoch; ``history`` has ``epoch, val_{liver,tumor}_{dice,iou}``."""
+def fig07_metric_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...]] | None = None) -> Figure:
+    """Paper Fig. 7: (a) validation Dice, (b) IoU per epoch; ``history`` has ``epoch, val_{liver,tumor}_{dice,iou}``.
+
+    These are ε-smoothed means over all validation slices (a slice without tumor in truth and prediction
+    scores 1, so a model that never predicts tumor sits at the share of tumor-free slices). When ``history``
+    has ``val_tumor_dice_gtpos`` (tumor Dice over the slices with ground-truth tumor) it is drawn dashed in
+    (a). With ``paper`` (Table 5: epoch → (…, liver Dice, tumor Dice)) the paper's Dice values are overlaid.
+    """
     metrics = {"dice": "(a) Dice", "iou": "(b) IoU"}
     _require(history, ["epoch"] + [f"val_{c}_{m}" for m in metrics for c in FOREGROUND])
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     for ax, (metric, title) in zip(fig.subplots(1, 2), metrics.items(), strict=True):
         for cls in FOREGROUND:
-            ax.plot(history["epoch"], history[f"val_{cls}_{metric}"], color=CLASS_COLOURS[cls], label=cls)
+            ax.plot(history["epoch"], history[f"val_{cls}_{metric}"], color=CLASS_COLOURS[cls],
+                    label=f"{cls}, ε-smoothed, all slices")  # fmt: skip
+        if metric == "dice" and "val_tumor_dice_gtpos" in history and history["val_tumor_dice_gtpos"].notna().any():
+            n = history["val_tumor_gtpos_n"].dropna() if "val_tumor_gtpos_n" in history else pd.Series(dtype=float)
+            n_txt = f", n={int(n.iloc[-1])}" if len(n) else ""
+            ax.plot(history["epoch"], history["val_tumor_dice_gtpos"], "--", color=CLASS_COLOURS["tumor"],
+                    label=f"tumor, GT-positive slices{n_txt}")  # fmt: skip
+        if metric == "dice" and paper:
+            ep = sorted(paper)
+            for cls, i in (("liver", 3), ("tumor", 4)):
+                ax.plot(ep, [paper[e][i] for e in ep], "D", color=CLASS_COLOURS[cls], mec="black", ms=5,
+                        label=f"paper {cls} (Table 5)")  # fmt: skip
         ax.set(xlabel="epoch", ylabel=f"validation {title[4:]}", title=title, ylim=(0, 1.02))
-        ax.legend()
+        ax.legend(fontsize=8)
     return fig
 
 
@@ -315,23 +346,34 @@ def stratify_errors(per_slice: pd.DataFrame, n_per_stratum: int = 1, column: str
 
 
 def fig_ablation(table: pd.DataFrame) -> Figure:
-    """Table 4 as bars: liver and tumor Dice per ablation arm (STUDY §8); paper values as black diamonds.
+    """Table 4 as bars per ablation arm (STUDY §8): liver and tumor Dice (ε-smoothed, all slices) and, when
+    ``table`` has ``tumor_dice_gt_positive``, the tumor Dice over GT-positive slices; paper values as black
+    diamonds.
 
-    ``table`` has one row per arm: ``arm, liver_dice, tumor_dice``, optional ``paper_liver_dice, paper_tumor_dice``.
+    ``table`` has one row per arm: ``arm, liver_dice, tumor_dice``, optional ``tumor_dice_gt_positive``,
+    ``paper_liver_dice, paper_tumor_dice``; rows whose ``kind`` is not ``"arm"`` (the improvement row) are
+    left out.
     """
     _require(table, ["arm"] + [f"{c}_dice" for c in FOREGROUND])
-    x, width = np.arange(len(table)), 0.38
-    fig = Figure(figsize=(max(5.0, 1.8 * len(table) + 2), 4.5), layout="constrained")
+    if "kind" in table:
+        table = table[table["kind"] == "arm"]
+    bars_spec = [("liver_dice", "liver Dice, ε-smoothed", CLASS_COLOURS["liver"], "paper_liver_dice", None),
+                 ("tumor_dice", "tumor Dice, ε-smoothed", CLASS_COLOURS["tumor"], "paper_tumor_dice", None)]  # fmt: skip
+    if "tumor_dice_gt_positive" in table:
+        bars_spec.append(("tumor_dice_gt_positive", "tumor Dice, GT-positive slices", (0.6, 0.0, 0.0), None, "//"))
+    x, width = np.arange(len(table)), 0.8 / len(bars_spec)
+    fig = Figure(figsize=(max(5.0, 2.2 * len(table) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
-    for i, cls in enumerate(FOREGROUND):
-        pos = x + (i - 0.5) * width
-        bars = ax.bar(pos, table[f"{cls}_dice"], width, color=CLASS_COLOURS[cls], alpha=0.8, label=f"{cls} Dice")
-        ax.bar_label(bars, fmt="%.3f", label_type="center", fontsize=9)
-        if f"paper_{cls}_dice" in table:
-            ax.plot(pos, table[f"paper_{cls}_dice"], "D", color="black", ms=6, label="paper" if i == 0 else None)
+    for i, (col, label, colour, paper_col, hatch) in enumerate(bars_spec):
+        pos = x + (i - (len(bars_spec) - 1) / 2) * width
+        values = pd.to_numeric(table[col], errors="coerce").fillna(0.0)
+        bars = ax.bar(pos, values, width, color=colour, alpha=0.8, label=label, hatch=hatch)
+        ax.bar_label(bars, fmt="%.3f", label_type="center", fontsize=8)
+        if paper_col and paper_col in table:
+            ax.plot(pos, table[paper_col], "D", color="black", ms=6, label="paper" if i == 0 else None)
     ax.set_xticks(x, table["arm"].astype(str))
-    ax.set(ylabel="test Dice", ylim=(0, 1.15), title="Ablation: preprocessing")
-    ax.legend(loc="upper center", ncol=3)
+    ax.set(ylabel="test Dice (per slice)", ylim=(0, 1.15), title="Ablation: preprocessing (Table 4)")
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     return fig
 
 
@@ -340,6 +382,17 @@ def _depth(mask: np.ndarray) -> np.ndarray:
     lut = np.zeros(max(LABELS.values()) + 1, dtype=np.int8)
     lut[[LABELS[c] for c in _NESTING]] = np.arange(len(_NESTING))
     return lut[mask]
+
+
+def _is_hu(image: np.ndarray, hu: bool | None) -> bool:
+    """Whether :func:`to_grey` shows this image through the HU window."""
+    img = np.asarray(image, dtype=np.float64)
+    return bool(hu) if hu is not None else bool(img.size) and bool(np.nanmin(img) < -0.01 or np.nanmax(img) > 1.01)
+
+
+def _hu_text() -> str:
+    """The display window as text, e.g. "[-200, 250] HU"."""
+    return f"[{HU_WINDOW[0]:g}, {HU_WINDOW[1]:g}] HU"
 
 
 def _check_mask(mask: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:

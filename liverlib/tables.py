@@ -1,38 +1,82 @@
-"""The paper's tables, rebuilt from a run's files with the paper's values beside (STUDY §4–9)."""
+"""The paper's tables, rebuilt from a run's files with the paper's values beside (STUDY §4–9).
+
+Every per-slice score names its rule and n (slices used); tumor scores show the GT-positive value
+(slices whose ground truth holds tumor) beside the ε-smoothed, paper-comparable one. An undefined
+value (n = 0) is NaN here and "–" in the Markdown (:func:`to_markdown`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from liverlib import paper
-from liverlib.params import Params
+
+MISSING = "–"
+"""How an undefined value (no slice to average, or no paper value) is printed."""
 
 
-def table01_architecture(image_size: int = 256) -> pd.DataFrame:
-    """Table 1 from the model itself (layer, output shape, parameters) at the paper's 256² input."""
-    from liverlib.model import HybridTransUNet, layer_table
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """Markdown of a table with NaN/None printed as :data:`MISSING` and count columns as integers."""
+    d = df.copy()
+    for c in d.columns:
+        if (str(c).endswith("_n") or str(c) in ("n", "undefined") or str(c).endswith("_undefined")) and d[
+            c
+        ].dtype.kind == "f":
+            if np.all(np.isnan(d[c]) | (d[c] == np.round(d[c]))):
+                d[c] = d[c].astype("Int64")
+    d = d.astype(object).where(d.notna(), None)
+    return d.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING) + "\n"
 
-    return layer_table(HybridTransUNet(), image_size=image_size)
+
+def table01_architecture(image_size: int = 256, trained_size: int | None = None) -> pd.DataFrame:
+    """Table 1 from the model itself (layer, output shape, parameters) at the paper's 256² input.
+
+    Adds a total row (and the total without the learnable positional embedding, the paper's 20.3M) with the
+    paper's count beside it; with ``trained_size`` (the input side the run trained at, e.g. 64 in the smoke run)
+    a column gives each layer's output shape at that size (a 64² input has an 8 × 8 = 64-token bottleneck).
+    """
+    from liverlib.model import HybridTransUNet, count_parameters, layer_table
+
+    model = HybridTransUNet()
+    t = layer_table(model, image_size=image_size)
+    if trained_size and trained_size != image_size:
+        t[f"output_shape_{trained_size}px"] = layer_table(model, image_size=trained_size)["output_shape"].to_numpy()
+    t["paper_parameters"] = np.nan
+    counts = count_parameters(model)
+    extra = [
+        {"component": "Total", "layer": "all layers", "parameters": counts["total"], "paper_parameters": paper.PARAMETERS},
+        {"component": "Total", "layer": "without the positional embedding", "paper_parameters": paper.PARAMETERS,
+         "parameters": counts["without_positional_embedding"]},
+    ]  # fmt: skip
+    t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
+    return t.fillna({c: "" for c in t.columns if c.startswith("output_shape")})
 
 
-def table02_loss(p: Params) -> pd.DataFrame:
-    """Table 2 (loss components) from the run's parameters, with the paper's settings beside."""
+def table02_loss(p: Mapping[str, Any]) -> pd.DataFrame:
+    """Table 2 (loss components) from the run's settings (``report.run_settings``), the paper's beside."""
     return pd.DataFrame([
-        {"loss": "Cross-entropy", "formula": "-sum_c y_c log p_c (no class weights)", "weight": p.ce_weight,
+        {"loss": "Cross-entropy", "formula": "-sum_c y_c log p_c (no class weights)", "weight": p["ce_weight"],
          "settings": "", "paper_weight": 1.0, "paper_settings": ""},
         {"loss": "Dice", "formula": "1 - (2|P∩G| + eps) / (|P| + |G| + eps), softmax, mean over classes",
-         "weight": p.dice_weight, "settings": f"eps={p.dice_eps:g}", "paper_weight": 1.0, "paper_settings": "eps=1e-6"},
-        {"loss": "Focal (softmax)", "formula": "-alpha (1 - p_t)^gamma log p_t", "weight": p.focal_weight,
-         "settings": f"alpha={p.focal_alpha:g}, gamma={p.focal_gamma:g}", "paper_weight": 0.5,
+         "weight": p["dice_weight"], "settings": f"eps={p['dice_eps']:g}", "paper_weight": 1.0, "paper_settings": "eps=1e-6"},
+        {"loss": "Focal (softmax)", "formula": "-alpha (1 - p_t)^gamma log p_t", "weight": p["focal_weight"],
+         "settings": f"alpha={p['focal_alpha']:g}, gamma={p['focal_gamma']:g}", "paper_weight": 0.5,
          "paper_settings": "alpha=0.25, gamma=2.0"},
     ])  # fmt: skip
 
 
+_T5 = {"val_liver_dice": "val_liver_dice_smoothed", "val_tumor_dice": "val_tumor_dice_smoothed",
+       "val_tumor_dice_gtpos": "val_tumor_dice_gt_positive", "val_tumor_gtpos_n": "val_tumor_gt_positive_n"}  # fmt: skip
+
+
 def table05_training(history: pd.DataFrame, best_epoch: int) -> pd.DataFrame:
-    """Table 5: epochs 1, 10, 20, …, the last and the best, with the paper's values beside (same epoch)."""
+    """Table 5: epochs 1, 10, 20, …, the last and the run's best, the paper's values beside (same epoch), and
+    always the paper's best row (epoch 98). Validation Dice is ε-smoothed over all validation slices; the
+    GT-positive tumor Dice and its n are shown when ``history.csv`` logs them."""
     last = int(history.epoch.max())
     wanted = sorted({1, last, best_epoch, *range(10, last + 1, 10)})
     h = history[history.epoch.isin(wanted)].copy()
@@ -40,46 +84,99 @@ def table05_training(history: pd.DataFrame, best_epoch: int) -> pd.DataFrame:
     cols = ["paper_train_loss", "paper_val_loss", "paper_val_acc", "paper_liver_dice", "paper_tumor_dice"]
     for i, c in enumerate(cols):
         h[c] = [paper.TABLE5[e][i] if e in paper.TABLE5 else np.nan for e in h.epoch]
-    keep = ["epoch", "note", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice",
-            "val_liver_iou", "val_tumor_iou", "lr", *cols]  # fmt: skip
-    return h[keep].reset_index(drop=True)
+    if paper.BEST_EPOCH not in set(h.epoch):
+        row = {"epoch": paper.BEST_EPOCH, "note": "paper's best", **dict(zip(cols, paper.TABLE5[paper.BEST_EPOCH]))}
+        h = pd.concat([h, pd.DataFrame([row])], ignore_index=True)
+    h = h.rename(columns=_T5)
+    keep = ["epoch", "note", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice_smoothed",
+            "val_tumor_dice_smoothed", "val_tumor_dice_gt_positive", "val_tumor_gt_positive_n", "val_liver_iou",
+            "val_tumor_iou", "lr", *cols]  # fmt: skip
+    return h[[c for c in keep if c in h.columns]].reset_index(drop=True)
+
+
+_T6 = [  # label, summary key, paper key (paper.TEST / TEST_MEAN)
+    ("Dice, ε-smoothed, all slices (paper-comparable)", "dice_smoothed", "dice"),
+    ("Dice, GT-positive slices", "dice_gt_positive", None),
+    ("IoU, counted, ε-smoothed, all slices", "iou", None),
+    ("IoU, counted, GT-positive slices", "iou_gt_positive", None),
+    ("IoU derived from mean Dice (Eq. 16, as the paper)", "iou_from_mean_dice", "iou"),
+    ("Precision (slices with a prediction)", "precision", "precision"),
+    ("Recall (slices with ground truth)", "recall", "recall"),
+    ("Specificity", "specificity", None),
+    ("F1, counted (slices with either)", "f1", None),
+    ("F1 from mean P and R (as the paper)", "f1_from_mean_pr", "f1"),
+]
 
 
 def table06_test(summary: dict[str, Any]) -> pd.DataFrame:
-    """Table 6: test metrics per slice (mean ± std, the empty-mask rule named), the paper's beside."""
+    """Table 6: test metrics per slice (mean ± std, n slices used, slices left out, the rule), the mean of liver
+    and tumor as the paper's "Mean" column, the paper's values beside; two rows scored at native resolution."""
     s = summary["per_slice"]
     rows = []
-    spec = [("Dice (ε-smoothed, all slices)", "dice_smoothed", "dice"), ("Dice (GT-positive slices only)", "dice_gt_positive", None),
-            ("IoU (counted)", "iou", None), ("IoU derived from mean Dice (Eq. 16, as the paper)", "iou_from_mean_dice", "iou"),
-            ("Precision", "precision", "precision"), ("Recall", "recall", "recall"), ("Specificity", "specificity", None),
-            ("F1 (counted)", "f1", None), ("F1 from mean P and R (as the paper)", "f1_from_mean_pr", "f1")]  # fmt: skip
-    for label, key, pkey in spec:
-        row: dict[str, Any] = {"metric": label}
-        for cls in ("liver", "tumor"):
-            e = s.get(f"{cls}_{key}", {})
-            row[f"{cls}_mean"], row[f"{cls}_std"], row[f"{cls}_n"] = e.get("mean"), e.get("std"), e.get("n")
-            pv = paper.TEST.get(f"{cls}_{pkey}") if pkey else None
-            row[f"paper_{cls}"] = pv[0] if pv else np.nan
-            row[f"paper_{cls}_std"] = pv[1] if pv else np.nan
-        row["rule"] = s.get(f"liver_{key}", {}).get("rule", "")
-        rows.append(row)
+    for label, key, pkey in _T6:
+        rows.append(_t6_row(label, key, pkey, s))
+    native = summary.get("per_slice_native") or {}
+    if native:
+        for label, key in (("Dice, ε-smoothed, all slices, native resolution", "dice_smoothed"),
+                           ("Dice, GT-positive slices, native resolution", "dice_gt_positive")):  # fmt: skip
+            rows.append(_t6_row(label, key, None, native))
     pa = s["pixel_accuracy"]
     rows.append({"metric": "Pixel accuracy (all classes)", "liver_mean": pa["mean"], "liver_std": pa["std"],
-                 "liver_n": pa["n"], "paper_liver": paper.TEST["pixel_accuracy"][0], "rule": "per slice"})  # fmt: skip
+                 "liver_n": pa["n"], "paper_liver": paper.TEST["pixel_accuracy"][0], "rule": "per slice, all classes"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _t6_row(label: str, key: str, pkey: str | None, s: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"metric": label}
+    for cls in ("liver", "tumor"):
+        e = s.get(f"{cls}_{key}", {})
+        row[f"{cls}_mean"], row[f"{cls}_std"] = e.get("mean", np.nan), e.get("std", np.nan)
+        row[f"{cls}_n"], row[f"{cls}_undefined"] = e.get("n"), e.get("undefined")
+    means = [row["liver_mean"], row["tumor_mean"]]
+    row["mean"] = float(np.mean(means)) if all(m is not None and np.isfinite(m) for m in means) else np.nan
+    for cls in ("liver", "tumor"):
+        pv = paper.TEST.get(f"{cls}_{pkey}") if pkey else None
+        row[f"paper_{cls}"] = pv[0] if pv else np.nan
+        row[f"paper_{cls}_std"] = pv[1] if pv else np.nan
+    row["paper_mean"] = paper.TEST_MEAN.get(pkey, np.nan) if pkey else np.nan
+    row["rule"] = s.get(f"liver_{key}", {}).get("rule_text") or s.get(f"liver_{key}", {}).get("rule", "")
+    return row
 
 
 def table07_val_vs_test(val_best: dict[str, float], summary: dict[str, Any]) -> pd.DataFrame:
-    """Table 7: best validation epoch vs test (per slice, ε-smoothed Dice/IoU), differences, the paper's beside."""
+    """Table 7: best validation epoch vs test per slice, difference = test − validation (the paper's sign),
+    the average-Dice row, the tumor GT-positive Dice beside the ε-smoothed one, the paper's values beside."""
     s = summary["per_slice"]
-    test = {"liver_dice": s["liver_dice_smoothed"]["mean"], "tumor_dice": s["tumor_dice_smoothed"]["mean"],
-            "liver_iou": s["liver_iou"]["mean"], "tumor_iou": s["tumor_iou"]["mean"],
-            "pixel_accuracy": s["pixel_accuracy"]["mean"]}  # fmt: skip
-    paper_test = {k: paper.TEST[k][0] for k in test}
+
+    def m(k: str) -> float:
+        return s.get(k, {}).get("mean", np.nan)
+
+    def val(k: str) -> float:
+        return np.nan if val_best.get(k) is None else float(val_best[k])
+
+    spec = [  # metric, validation, test, rule
+        ("liver_dice", val("val_liver_dice"), m("liver_dice_smoothed"), "ε-smoothed, all slices"),
+        ("tumor_dice", val("val_tumor_dice"), m("tumor_dice_smoothed"), "ε-smoothed, all slices"),
+        ("tumor_dice_gt_positive", val("val_tumor_dice_gtpos"), m("tumor_dice_gt_positive"), "GT-positive slices"),
+        ("liver_iou", val("val_liver_iou"), m("liver_iou"), "counted, ε-smoothed, all slices"),
+        ("tumor_iou", val("val_tumor_iou"), m("tumor_iou"), "counted, ε-smoothed, all slices"),
+        ("average_dice", (val("val_liver_dice") + val("val_tumor_dice")) / 2,
+         (m("liver_dice_smoothed") + m("tumor_dice_smoothed")) / 2, "(liver + tumor) / 2, ε-smoothed"),
+        ("pixel_accuracy", val("val_pixel_acc"), m("pixel_accuracy"), "all classes"),
+    ]  # fmt: skip
     rows = []
-    for k in test:
-        v = val_best.get(f"val_{k}" if k != "pixel_accuracy" else "val_pixel_acc")
-        rows.append({"metric": k, "val_best": v, "test": test[k], "difference": (v - test[k]) if v is not None else np.nan,
-                     "paper_val": paper.VAL_BEST[k], "paper_test": paper_test[k],
-                     "paper_difference": paper.VAL_BEST[k] - paper_test[k]})  # fmt: skip
+    for k, v, t, rule in spec:
+        pv, pt, pd_ = paper.TABLE7.get(k, (paper.VAL_BEST.get(k, np.nan), paper.TEST.get(k, (np.nan,))[0], np.nan))
+        if k == "pixel_accuracy":
+            pd_ = pt - pv
+        rows.append({"metric": k, "val_best": v, "test": t, "difference": t - v, "paper_val": pv, "paper_test": pt,
+                     "paper_difference": pd_, "rule": rule})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def table05_caption(settings: Mapping[str, Any]) -> str:
+    """One line naming the run's training settings, from its recorded files (never a notebook's cell)."""
+    g = settings.get
+    return (f"{g('model', 'n/a')}, {g('epochs', 'n/a')} epochs at {g('image_size', 'n/a')}², batch {g('batch_size', 'n/a')}, "
+            f"lr {g('lr', float('nan')):g}, seed {g('seed', 'n/a')} (from {g('_source', 'the run files')}); "
+            "paper: 100 epochs at 256², batch 8, lr 1e-4")  # fmt: skip

@@ -122,7 +122,10 @@ def test_fig03_one_panel_per_stage_in_order():
     norm = (image - image.min()) / (image.max() - image.min())
     stages = {"original": image, "normalised": norm, "CLAHE": norm, "gamma": norm**1.2}
     fig = figures.fig03_pipeline(stages)
-    assert [ax.get_title() for ax in fig.axes] == list(stages)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t.split("\n")[0] for t in titles] == list(stages)
+    assert titles[0] == "original\n(shown in HU window [-200, 250] HU)"  # the display window is named
+    assert all("HU window" not in t for t in titles[1:])
     assert len(figures.fig03_pipeline({"only": norm}).axes) == 1
 
 
@@ -132,6 +135,7 @@ def test_fig04_images_above_histograms(with_mask):
     enhanced = np.random.default_rng(1).uniform(0, 1, (8, 8))  # another size: the mask is resized
     fig = figures.fig04_histograms(case["image"], enhanced, mask=case["gt"] if with_mask else None)
     assert len(fig.axes) == 4 and len(_images(fig)) == 2
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["(a) min-max normalised", "(b) enhanced (CLAHE + gamma)"]
     for hist_ax in fig.axes[2:]:
         assert len(hist_ax.patches) == (100 + 2 if with_mask else 100)  # all-pixel bars (+ liver, tumor steps)
         if with_mask:
@@ -145,6 +149,26 @@ def test_fig06_marks_the_lowest_validation_loss():
     assert list(best.get_xdata()) == [6] and list(best.get_ydata()) == [0.30]
     assert best.get_label() == "best epoch 6" and best.get_color() == "green"
     assert any("best epoch 6" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_fig06_and_fig07_overlay_the_papers_table5():
+    from liverlib import paper
+
+    fig6 = figures.fig06_loss_curves(_history([1.0, 0.5, 0.4]), paper=paper.TABLE5)
+    (ref,) = [line for line in fig6.axes[0].lines if line.get_label() == "paper validation loss (Table 5)"]
+    assert list(ref.get_xdata()) == sorted(paper.TABLE5) and ref.get_ydata()[-2] == 0.2766  # epoch 98
+    fig7 = figures.fig07_metric_curves(_history([1.0, 0.5, 0.4]), paper=paper.TABLE5)
+    (tumor,) = [line for line in fig7.axes[0].lines if line.get_label() == "paper tumor (Table 5)"]
+    assert tumor.get_ydata()[-2] == 0.8226
+
+
+def test_fig07_plots_gt_positive_tumor_dice_when_logged():
+    h = _history([1.0, 0.5, 0.4]).assign(val_tumor_dice_gtpos=[0.0, 0.1, 0.2], val_tumor_gtpos_n=10)
+    dice_ax = figures.fig07_metric_curves(h).axes[0]
+    labels = [line.get_label() for line in dice_ax.lines]
+    assert "tumor, GT-positive slices, n=10" in labels and "tumor, ε-smoothed, all slices" in labels
+    (gtpos,) = [line for line in dice_ax.lines if "GT-positive" in line.get_label()]
+    assert list(gtpos.get_ydata()) == [0.0, 0.1, 0.2] and gtpos.get_linestyle() == "--"
 
 
 def test_fig07_dice_and_iou_panels():
@@ -215,6 +239,12 @@ def test_fig_ablation_bars_and_paper_markers():
     ax = figures.fig_ablation(table).axes[0]
     assert len(ax.patches) == 4 and len(ax.lines) == 2
     assert len(figures.fig_ablation(table.iloc[:, :3]).axes[0].lines) == 0
+    # the GT-positive tumor Dice gets its own bars; the improvement row is not an arm
+    more = pd.concat([table.assign(kind="arm", tumor_dice_gt_positive=[0.3, 0.4]),
+                      pd.DataFrame([{"arm": "improvement", "kind": "improvement", "liver_dice": 3.4, "tumor_dice": 8.1}])])  # fmt: skip
+    ax = figures.fig_ablation(more).axes[0]
+    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "preprocessing"]
+    assert "tumor Dice, GT-positive slices" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 # --- saving ------------------------------------------------------------------------------------------------
