@@ -14,6 +14,7 @@ and a mask that lacks the last slice.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -23,10 +24,13 @@ from nibabel import orientations as nio
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from liverlib.io import DISPLAY_AXCODES, atomic_write, save_nifti
+from liverlib.io import DISPLAY_AXCODES, atomic_write, remove_stale_temps, save_nifti
 from liverlib.labels import LABELS
+from liverlib.params import ParamError
 
 PHANTOM_VERSION = 1
+MIN_SIZE, MIN_SLICES = 32, 16
+"""Smallest slice size and slice count a phantom case can be built with."""
 ORIENTATIONS: tuple[tuple[str, str, str], ...] = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"))
 """File voxel orders, used in turn by case id (id mod 3)."""
 OUTCOMES: tuple[str, ...] = ("eligible", "no_tumor", "few_tumor_slices", "shape_mismatch")
@@ -150,6 +154,180 @@ def phantom_affine(
     return aff
 
 
+class _Canvas:
+    """One case under construction: its voxel grid in mm, per-case tissue HU and the tissue class volume.
+
+    In-plane coordinates are mm from the body centre (``X`` → patient's left, ``Y`` → posterior); ``u`` runs
+    0 (inferior) → 1 (superior) over the slices, ``zmm`` is the slice position in mm.
+    """
+
+    def __init__(self, rng: np.random.Generator, size: int, n: int) -> None:
+        self.rng, self.size, self.n = rng, size, n
+        self.s = round(float(rng.uniform(0.6, 0.9) * 512 / size), 4)  # in-plane spacing, mm
+        self.t = round(float(np.clip(rng.uniform(180, 260) / n, 1.0, 5.0)), 3)  # slice thickness, mm
+        self.hu = np.array([rng.uniform(lo, hi) for lo, hi in _HU.values()], np.float32)
+        self.half = size * self.s / 2
+        self.ax, yb = rng.uniform(0.80, 0.90) * self.half, rng.uniform(-0.04, 0.05) * self.half  # half-width, row
+        self.ay = self.ax * rng.uniform(0.68, 0.78)
+        self.x = ((np.arange(size) - (size - 1) / 2) * self.s).astype(np.float32)
+        self.X, self.Y = self.x[None, None, :], (self.x - yb)[None, :, None]
+        self.X2, self.Y2 = self.X[0], self.Y[0]
+        self.u, self.zmm = (np.arange(n) + 0.5) / n, np.arange(n) * self.t
+        self.slabs = [slice(k, k + 8) for k in range(0, n, 8)]
+        self.tissue = np.empty((n, size, size), np.uint8)
+        self.cavity = np.empty((n, size, size), bool)
+        self.fat = self.wall = 0.0  # body shell thicknesses, mm (set by _body)
+
+    def organ(self, c, r, lo, hi, skew=1.0, wobble=0.0, jitter=0.04) -> tuple[tuple[slice, ...], np.ndarray]:
+        """(box, q): normalised radius q (≤ 1 inside) in a (z, y, x) box; z size 1 for organs through the scan."""
+        rng, ax, ay, u, n, x = self.rng, self.ax, self.ay, self.u, self.n, self.x
+        cx, cy = (c[0] + rng.uniform(-jitter, jitter)) * ax, (c[1] + rng.uniform(-jitter, jitter)) * ay
+        rx, ry = r[0] * ax * rng.uniform(0.9, 1.1), r[1] * ay * rng.uniform(0.9, 1.1)
+        flat = hi - lo >= 1
+        p = np.ones(1) if flat else _profile(u, lo, hi, skew)
+        ks = np.flatnonzero(p > 0.05)
+        k0, k1 = (int(ks[0]), int(ks[-1]) + 1) if ks.size else (0, 0)
+        ys, xs = (
+            slice(*np.searchsorted(v, [m - 1.5 * rm, m + 1.5 * rm]))
+            for v, m, rm in ((self.Y2[:, 0], cy, ry), (x, cx, rx))
+        )
+        box, Yb, Xb, p = (slice(0, n) if flat else slice(k0, k1), ys, xs), self.Y2[ys], self.X2[:, xs], p[k0:k1]
+        dist = np.sqrt(((Yb - cy) / ry) ** 2 + ((Xb - cx) / rx) ** 2)
+        if not wobble:
+            return box, dist[None] / _col(p)
+        theta = np.arctan2((Yb - cy) / ry, (Xb - cx) / rx)  # radius × (1 + Σ_k a_k(z) cos(kθ + φ_k)) as a matmul
+        basis, coef = [np.ones_like(dist)], [p]
+        for k in (2, 3, 4):
+            amp = wobble / (k - 1) * (1 + 0.5 * np.sin(rng.uniform(2, 6) * u[k0:k1] + rng.uniform(0, 6.3)))
+            coef.append(p * amp)
+            basis.append(np.cos(k * theta + rng.uniform(0, 2 * np.pi)))
+        scale = np.stack(coef, 1).astype(np.float32) @ np.stack(basis).reshape(len(basis), -1)
+        return box, dist[None] / scale.reshape(-1, *dist.shape)
+
+    def paint(self, box, region, name, where=None) -> None:
+        """Set tissue ``name`` in ``region`` of ``box`` (only where ``where`` is true, if given)."""
+        region = np.broadcast_to(region, self.tissue[box].shape)
+        self.tissue[box][region if where is None else region & where[box]] = _T[name]
+
+
+def _col(v) -> np.ndarray:
+    """Values per slice as a float32 (Z, 1, 1) column."""
+    return np.asarray(v, np.float32)[:, None, None]
+
+
+def _body(cv: _Canvas) -> None:
+    """Nested shells (air 0, fat 1, muscle 2, cavity 3), slowly varying along z; a CT table below."""
+    rng, u, X, Y = cv.rng, cv.u, cv.X, cv.Y
+    ph = rng.uniform(0, 2 * np.pi, 2)
+    bx, by = cv.ax * (1 + 0.04 * np.sin(5 * u + ph[0])), cv.ay * (1 + 0.04 * np.sin(4 * u + ph[1]))
+    cv.fat, cv.wall = fat, wall = rng.uniform(8, 25), rng.uniform(8, 14)
+    tissue, cavity = cv.tissue, cv.cavity
+    for z in cv.slabs:  # slabs of 8 slices: small temporaries are reused by the allocator, large ones page-fault
+        cavity[z] = _ellipse(Y, X, 0, 0, _col(by[z] - fat - wall), _col(bx[z] - fat - wall))
+        tissue[z] = _ellipse(Y, X, 0, 0, _col(by[z]), _col(bx[z])).view(np.uint8) + cavity[z].view(np.uint8)
+        tissue[z] += _ellipse(Y, X, 0, 0, _col(by[z] - fat), _col(bx[z] - fat)).view(np.uint8)
+    top = by.max() + 8
+    tissue[:, (cv.Y2 > top) & (cv.Y2 < top + 6) & (np.abs(cv.X2) < 0.95 * cv.half)] = _T["table"]
+
+
+def _bowel(cv: _Canvas, u0: float, span: float) -> None:
+    """3–6 bowel loops (wall, then gas or fluid) in the cavity, below and around the lower liver."""
+    rng = cv.rng
+    for _ in range(rng.integers(3, 7)):
+        a = rng.uniform(0.0, u0 + 0.2 * span)
+        c = (rng.uniform(-0.3, 0.5), rng.uniform(-0.5, 0.1))
+        box, q = cv.organ(c, (0.1, 0.13), a, a + rng.uniform(0.15, 0.35), jitter=0)
+        cv.paint(box, q <= 1, "bowel_wall", cv.cavity)
+        cv.paint(box, q <= 0.7, "gas" if rng.random() < 0.5 else "fluid", cv.cavity)
+
+
+def _solid_organs(cv: _Canvas, u0: float, span: float) -> None:
+    """The organs of :data:`_ORGANS` (stomach, liver and its left lobe, kidneys, spleen) in the cavity."""
+    for name, inner, c, r, (a, b), skew, wobble in _ORGANS:
+        box, q = cv.organ(c, r, max(u0 + a * span, 0), min(u0 + b * span, 0.98), skew, wobble)
+        cv.paint(box, q <= 1, name, cv.cavity)
+        if inner:
+            cv.paint(box, q <= 0.6, inner, cv.cavity)
+
+
+def _great_vessels(cv: _Canvas) -> None:
+    """Aorta and IVC through the whole scan."""
+    for c, r in (((0.1, 0.25), (0.07, 0.1)), ((-0.12, 0.2), (0.08, 0.08))):
+        box, q = cv.organ(c, r, 0, 1, jitter=0.01)
+        cv.paint(box, q <= 1, "vessel")
+
+
+def _spine(cv: _Canvas) -> None:
+    """Vertebral body (cortical rim; a disc every ~32 mm) and posterior arch around the canal."""
+    tissue, Y2, X2 = cv.tissue, cv.Y2, cv.X2
+    rv, cyv = 0.14 * cv.ax, 0.5 * cv.ay
+    vb, vb_in = _ellipse(Y2, X2, cyv, 0, 0.9 * rv, rv), _ellipse(Y2, X2, cyv, 0, 0.9 * rv - 2.5, rv - 2.5)
+    tissue[:, _ellipse(Y2, X2, cyv + 1.4 * rv, 0, 0.75 * rv, 0.9 * rv)] = _T["cortex"]
+    tissue[:, _ellipse(Y2, X2, cyv + 1.3 * rv, 0, 0.4 * rv, 0.4 * rv)] = _T["canal"]
+    tissue[:, vb], tissue[:, vb_in] = _T["cortex"], _T["bone"]
+    disc = np.flatnonzero(np.sin(2 * np.pi * cv.zmm / 32 + cv.rng.uniform(0, 6.3)) > 0.75)
+    sub = tissue[disc]
+    sub[:, vb] = _T["disc"]
+    tissue[disc] = sub
+
+
+def _ribs(cv: _Canvas, u0: float, span: float) -> None:
+    """Ribs in the muscle wall of the upper abdomen, crossing the axial plane obliquely; none at the spine."""
+    rng, tissue, ax, ay = cv.rng, cv.tissue, cv.ax, cv.ay
+    angles = np.linspace(0, 2 * np.pi, 14, endpoint=False) + rng.uniform(-0.1, 0.1, 14)
+    angles = angles[np.abs(np.angle(np.exp(1j * (angles - np.pi / 2)))) > 0.7]
+    rr, period, phase = rng.uniform(5, 7) * ax / 150, rng.uniform(35, 45), rng.uniform(0, 6.3, len(angles))
+    for a, ph_i in zip(angles, phase, strict=True):
+        cx, cy = (ax - cv.fat - cv.wall / 2) * np.cos(a), (ay - cv.fat - cv.wall / 2) * np.sin(a)
+        disk, inner = _ellipse(cv.Y2, cv.X2, cy, cx, rr, rr), _ellipse(cv.Y2, cv.X2, cy, cx, rr - 2, rr - 2)
+        ks = np.flatnonzero((cv.u > u0 + 0.15 * span) & (np.sin(2 * np.pi * cv.zmm / period + ph_i) > 0.1))
+        ys, xs = np.flatnonzero(disk.any(1)), np.flatnonzero(disk.any(0))
+        if ys.size and ks.size:
+            yx = np.s_[ys[0] : ys[-1] + 1], np.s_[xs[0] : xs[-1] + 1]
+            sub = tissue[ks][:, yx[0], yx[1]]
+            sub[:, disk[yx]], sub[:, inner[yx]] = _T["cortex"], _T["bone"]
+            tissue[ks, yx[0], yx[1]] = sub
+
+
+def _liver_vessels(cv: _Canvas) -> np.ndarray:
+    """Enhancing oblique tubes inside the liver (still labelled liver); returns the liver, bool (Z, Y, X)."""
+    rng, ax, ay, t = cv.rng, cv.ax, cv.ay, cv.t
+    liver = cv.tissue == _T["liver"]
+    lz, ly, lx = (np.flatnonzero(liver.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    lbox = np.s_[lz[0] : lz[-1] + 1, ly[0] : ly[-1] + 1, lx[0] : lx[-1] + 1]
+    kk = np.arange(cv.n)[lbox[0]] - cv.n / 2
+    for _ in range(4):
+        c = np.array([-0.45, -0.15]) * (ax, ay) + rng.uniform(-25, 25, 2) * ax / 150
+        v, vr = rng.uniform(-0.6, 0.6, 2) * t, rng.uniform(2.5, 5) * ax / 150
+        tube = _ellipse(cv.Y[:, lbox[1]], cv.X[..., lbox[2]], _col(c[1] + v[1] * kk), _col(c[0] + v[0] * kk), vr, vr)
+        cv.tissue[lbox][tube & liver[lbox]] = _T["liver_vessel"]
+    return liver
+
+
+def _render(cv: _Canvas, liver: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """int16 HU (Z, Y, X): tissue HU, visceral fat patches and ±3 HU liver texture, tumors, blur, noise."""
+    rng, size, tissue, hu = cv.rng, cv.size, cv.tissue, cv.hu
+    kz, basis = _wave_basis(rng, cv.X2, cv.Y2)
+    sigma = np.float32(rng.uniform(10, 20))
+    image = np.empty((cv.n, size, size), np.int16)
+    for z in cv.slabs:
+        f = _smooth_field(kz, basis, cv.zmm[z], (size, size))
+        img = hu[tissue[z]]
+        patches = np.clip(f - 0.5, 0, 0.8)
+        patches *= (hu[_T["fat"]] - hu[_T["cavity"]]) / 0.8
+        f *= 3
+        f -= drop[z]
+        f *= liver[z]
+        np.copyto(f, patches, where=tissue[z] == _T["cavity"])
+        img += f
+        ndimage.gaussian_filter(img, sigma=(0, 0.7, 0.7), output=f)
+        rng.standard_normal(dtype=np.float32, out=img)
+        img *= sigma
+        img += f
+        image[z] = np.clip(np.rint(img, out=img), -1024, 3071, out=img)
+    return image
+
+
 def make_case(
     case_id: int,
     size: int,
@@ -178,141 +356,28 @@ def make_case(
     """
     if outcome not in OUTCOMES or burden not in BURDENS:
         raise ValueError(f"outcome must be one of {OUTCOMES}, burden one of {BURDENS}; got {outcome!r}, {burden!r}")
-    if size < 32 or n_slices < 16:
-        raise ValueError(f"case {case_id}: need size >= 32 and n_slices >= 16, got {size}, {n_slices}")
-    n = int(n_slices)
-    s = round(float(rng.uniform(0.6, 0.9) * 512 / size), 4)
-    t = round(float(np.clip(rng.uniform(180, 260) / n, 1.0, 5.0)), 3)
-    hu = np.array([rng.uniform(lo, hi) for lo, hi in _HU.values()], np.float32)
-    half = size * s / 2
-    ax, yb = rng.uniform(0.80, 0.90) * half, rng.uniform(-0.04, 0.05) * half  # body half-width, centre row
-    ay = ax * rng.uniform(0.68, 0.78)
-    x = ((np.arange(size) - (size - 1) / 2) * s).astype(np.float32)
-    X, Y = x[None, None, :], (x - yb)[None, :, None]  # mm from the body centre: → patient's left, → posterior
-    X2, Y2 = X[0], Y[0]
-    u, zmm = (np.arange(n) + 0.5) / n, np.arange(n) * t  # u: 0 inferior → 1 superior
-    slabs = [slice(k, k + 8) for k in range(0, n, 8)]
-
-    def col(v):
-        return np.asarray(v, np.float32)[:, None, None]
-
-    def organ(c, r, lo, hi, skew=1.0, wobble=0.0, jitter=0.04):
-        """(box, q): normalised radius q (≤ 1 inside) in a (z, y, x) box; z size 1 for organs through the scan."""
-        cx, cy = (c[0] + rng.uniform(-jitter, jitter)) * ax, (c[1] + rng.uniform(-jitter, jitter)) * ay
-        rx, ry = r[0] * ax * rng.uniform(0.9, 1.1), r[1] * ay * rng.uniform(0.9, 1.1)
-        flat = hi - lo >= 1
-        p = np.ones(1) if flat else _profile(u, lo, hi, skew)
-        ks = np.flatnonzero(p > 0.05)
-        k0, k1 = (int(ks[0]), int(ks[-1]) + 1) if ks.size else (0, 0)
-        ys, xs = (
-            slice(*np.searchsorted(v, [m - 1.5 * rm, m + 1.5 * rm])) for v, m, rm in ((Y2[:, 0], cy, ry), (x, cx, rx))
+    if size < MIN_SIZE or n_slices < MIN_SLICES:
+        raise ValueError(
+            f"case {case_id}: need size >= {MIN_SIZE} and n_slices >= {MIN_SLICES}, got {size}, {n_slices}"
         )
-        box, Yb, Xb, p = (slice(0, n) if flat else slice(k0, k1), ys, xs), Y2[ys], X2[:, xs], p[k0:k1]
-        dist = np.sqrt(((Yb - cy) / ry) ** 2 + ((Xb - cx) / rx) ** 2)
-        if not wobble:
-            return box, dist[None] / col(p)
-        theta = np.arctan2((Yb - cy) / ry, (Xb - cx) / rx)  # radius × (1 + Σ_k a_k(z) cos(kθ + φ_k)) as a matmul
-        basis, coef = [np.ones_like(dist)], [p]
-        for k in (2, 3, 4):
-            amp = wobble / (k - 1) * (1 + 0.5 * np.sin(rng.uniform(2, 6) * u[k0:k1] + rng.uniform(0, 6.3)))
-            coef.append(p * amp)
-            basis.append(np.cos(k * theta + rng.uniform(0, 2 * np.pi)))
-        scale = np.stack(coef, 1).astype(np.float32) @ np.stack(basis).reshape(len(basis), -1)
-        return box, dist[None] / scale.reshape(-1, *dist.shape)
-
-    def paint(box, region, name, where=None):
-        region = np.broadcast_to(region, tissue[box].shape)
-        tissue[box][region if where is None else region & where[box]] = _T[name]
-
-    # body: nested shells (air 0, fat 1, muscle 2, cavity 3), slowly varying along z; a CT table below
-    ph = rng.uniform(0, 2 * np.pi, 2)
-    bx, by = ax * (1 + 0.04 * np.sin(5 * u + ph[0])), ay * (1 + 0.04 * np.sin(4 * u + ph[1]))
-    fat, wall = rng.uniform(8, 25), rng.uniform(8, 14)
-    tissue, cavity = np.empty((n, size, size), np.uint8), np.empty((n, size, size), bool)
-    for z in slabs:  # slabs of 8 slices: small temporaries are reused by the allocator, large ones page-fault
-        cavity[z] = _ellipse(Y, X, 0, 0, col(by[z] - fat - wall), col(bx[z] - fat - wall))
-        tissue[z] = _ellipse(Y, X, 0, 0, col(by[z]), col(bx[z])).view(np.uint8) + cavity[z].view(np.uint8)
-        tissue[z] += _ellipse(Y, X, 0, 0, col(by[z] - fat), col(bx[z] - fat)).view(np.uint8)
-    top = by.max() + 8
-    tissue[:, (Y2 > top) & (Y2 < top + 6) & (np.abs(X2) < 0.95 * half)] = _T["table"]
-    # organs: bowel loops low, then the table of organs; aorta and IVC through the whole scan
+    cv = _Canvas(rng, size, int(n_slices))  # the draws below keep their order: same seed, same case
+    _body(cv)
     u0, span = rng.uniform(0.15, 0.3), rng.uniform(0.42, 0.65)  # liver from u0 to u0 + span
-    for _ in range(rng.integers(3, 7)):
-        a = rng.uniform(0.0, u0 + 0.2 * span)
-        c = (rng.uniform(-0.3, 0.5), rng.uniform(-0.5, 0.1))
-        box, q = organ(c, (0.1, 0.13), a, a + rng.uniform(0.15, 0.35), jitter=0)
-        paint(box, q <= 1, "bowel_wall", cavity)
-        paint(box, q <= 0.7, "gas" if rng.random() < 0.5 else "fluid", cavity)
-    for name, inner, c, r, (a, b), skew, wobble in _ORGANS:
-        box, q = organ(c, r, max(u0 + a * span, 0), min(u0 + b * span, 0.98), skew, wobble)
-        paint(box, q <= 1, name, cavity)
-        if inner:
-            paint(box, q <= 0.6, inner, cavity)
-    for c, r in (((0.1, 0.25), (0.07, 0.1)), ((-0.12, 0.2), (0.08, 0.08))):  # aorta, IVC
-        box, q = organ(c, r, 0, 1, jitter=0.01)
-        paint(box, q <= 1, "vessel")
-    # spine: vertebral body (cortical rim; a disc every ~32 mm) and posterior arch around the canal
-    rv, cyv = 0.14 * ax, 0.5 * ay
-    vb, vb_in = _ellipse(Y2, X2, cyv, 0, 0.9 * rv, rv), _ellipse(Y2, X2, cyv, 0, 0.9 * rv - 2.5, rv - 2.5)
-    tissue[:, _ellipse(Y2, X2, cyv + 1.4 * rv, 0, 0.75 * rv, 0.9 * rv)] = _T["cortex"]
-    tissue[:, _ellipse(Y2, X2, cyv + 1.3 * rv, 0, 0.4 * rv, 0.4 * rv)] = _T["canal"]
-    tissue[:, vb], tissue[:, vb_in] = _T["cortex"], _T["bone"]
-    disc = np.flatnonzero(np.sin(2 * np.pi * zmm / 32 + rng.uniform(0, 6.3)) > 0.75)
-    sub = tissue[disc]
-    sub[:, vb] = _T["disc"]
-    tissue[disc] = sub
-    # ribs in the muscle wall of the upper abdomen, crossing the axial plane obliquely; none at the spine
-    angles = np.linspace(0, 2 * np.pi, 14, endpoint=False) + rng.uniform(-0.1, 0.1, 14)
-    angles = angles[np.abs(np.angle(np.exp(1j * (angles - np.pi / 2)))) > 0.7]
-    rr, period, phase = rng.uniform(5, 7) * ax / 150, rng.uniform(35, 45), rng.uniform(0, 6.3, len(angles))
-    for a, ph_i in zip(angles, phase, strict=True):
-        cx, cy = (ax - fat - wall / 2) * np.cos(a), (ay - fat - wall / 2) * np.sin(a)
-        disk, inner = _ellipse(Y2, X2, cy, cx, rr, rr), _ellipse(Y2, X2, cy, cx, rr - 2, rr - 2)
-        ks = np.flatnonzero((u > u0 + 0.15 * span) & (np.sin(2 * np.pi * zmm / period + ph_i) > 0.1))
-        ys, xs = np.flatnonzero(disk.any(1)), np.flatnonzero(disk.any(0))
-        if ys.size and ks.size:
-            yx = np.s_[ys[0] : ys[-1] + 1], np.s_[xs[0] : xs[-1] + 1]
-            sub = tissue[ks][:, yx[0], yx[1]]
-            sub[:, disk[yx]], sub[:, inner[yx]] = _T["cortex"], _T["bone"]
-            tissue[ks, yx[0], yx[1]] = sub
-    # enhancing vessels inside the liver (still labelled liver): oblique tubes
-    liver = tissue == _T["liver"]
-    lz, ly, lx = (np.flatnonzero(liver.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-    lbox = np.s_[lz[0] : lz[-1] + 1, ly[0] : ly[-1] + 1, lx[0] : lx[-1] + 1]
-    kk = np.arange(n)[lbox[0]] - n / 2
-    for _ in range(4):
-        c = np.array([-0.45, -0.15]) * (ax, ay) + rng.uniform(-25, 25, 2) * ax / 150
-        v, vr = rng.uniform(-0.6, 0.6, 2) * t, rng.uniform(2.5, 5) * ax / 150
-        tube = _ellipse(Y[:, lbox[1]], X[..., lbox[2]], col(c[1] + v[1] * kk), col(c[0] + v[0] * kk), vr, vr)
-        tissue[lbox][tube & liver[lbox]] = _T["liver_vessel"]
+    _bowel(cv, u0, span)
+    _solid_organs(cv, u0, span)
+    _great_vessels(cv)
+    _spine(cv)
+    _ribs(cv, u0, span)
+    liver = _liver_vessels(cv)
     try:
-        tumor, drop = _add_tumors(rng, tissue, liver, _tumor_specs(rng, outcome, burden), t, s)
+        tumor, drop = _add_tumors(rng, cv.tissue, liver, _tumor_specs(rng, outcome, burden), cv.t, cv.s)
     except RuntimeError as exc:
         raise RuntimeError(f"case {case_id}: {exc}") from None
-
-    # image: tissue HU, visceral fat patches and ±3 HU liver texture, tumors, blur, noise
-    kz, basis = _wave_basis(rng, X2, Y2)
-    sigma = np.float32(rng.uniform(10, 20))
-    image = np.empty((n, size, size), np.int16)
-    for z in slabs:
-        f = _smooth_field(kz, basis, zmm[z], (size, size))
-        img = hu[tissue[z]]
-        patches = np.clip(f - 0.5, 0, 0.8)
-        patches *= (hu[_T["fat"]] - hu[_T["cavity"]]) / 0.8
-        f *= 3
-        f -= drop[z]
-        f *= liver[z]
-        np.copyto(f, patches, where=tissue[z] == _T["cavity"])
-        img += f
-        ndimage.gaussian_filter(img, sigma=(0, 0.7, 0.7), output=f)
-        rng.standard_normal(dtype=np.float32, out=img)
-        img *= sigma
-        img += f
-        image[z] = np.clip(np.rint(img, out=img), -1024, 3071, out=img)
+    image = _render(cv, liver, drop)
     mask = liver * np.uint8(LABELS["liver"])
     tumor &= liver
     mask[tumor] = LABELS["tumor"]
-    return image, (mask[:-1] if outcome == "shape_mismatch" else mask), (t, s, s)
+    return image, (mask[:-1] if outcome == "shape_mismatch" else mask), (cv.t, cv.s, cv.s)
 
 
 def _plan(n_cases: int, n_slices: tuple[int, int], seed: int) -> list[dict]:
@@ -325,6 +390,75 @@ def _plan(n_cases: int, n_slices: tuple[int, int], seed: int) -> list[dict]:
     return [
         {"id": i, "outcome": outcomes[i], "tumor_burden": burdens[i], "n_slices": slices[i]} for i in range(n_cases)
     ]
+
+
+def _check_values(n_cases: int, size: int, n_slices: tuple[int, int]) -> None:
+    """Raise ParamError for values no phantom can be built with (before anything is written)."""
+    if int(n_cases) < 1:
+        raise ParamError(f"phantom: need at least 1 case, got cases = {n_cases}")
+    if int(size) < MIN_SIZE:
+        raise ParamError(f"phantom: slice size must be at least {MIN_SIZE} px, got size = {size}")
+    if len(n_slices) != 2 or not MIN_SLICES <= int(n_slices[0]) <= int(n_slices[1]):
+        raise ParamError(f"phantom: slices (min, max) must satisfy {MIN_SLICES} <= min <= max, got {tuple(n_slices)}")
+
+
+def _file_record(path: Path) -> dict[str, int | str]:
+    """Size and sha256 of a written file: what phantom.json records to recognise it later."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _read_meta(meta_path: Path) -> dict:
+    """phantom.json as a dict; {} when absent; FileExistsError when present but not a phantom's."""
+    if not meta_path.exists():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+        raise FileExistsError(
+            f"{meta_path.parent}: holds {meta_path.name}, which is not a phantom.json liverlib phantom wrote; "
+            "use an empty or new folder (phantom never replaces or deletes files it did not write)"
+        )
+    return meta
+
+
+def _owned(meta: dict) -> dict[str, dict]:
+    """Files an earlier run wrote, by name: their size/sha256 record, or {} where none was recorded."""
+    owned = {c[k]: {} for c in meta.get("cases", []) for k in ("volume", "segmentation")}  # version 1: no records
+    return owned | {name: dict(rec or {}) for name, rec in meta.get("files", {}).items()}
+
+
+def _check_folder(out: Path, owned: dict[str, dict], same_params: bool) -> None:
+    """Refuse a folder holding anything the earlier phantom did not write, or a file changed since.
+
+    A file phantom.json records with size and sha256 may be replaced or deleted only if it still matches;
+    one recorded without them (older phantom.json, or a run killed before recording it) only when the same
+    parameters will write it again byte for byte.
+    """
+    for f in sorted(out.iterdir()):
+        if f.name == "phantom.json":
+            continue
+        rec = owned.get(f.name) if f.is_file() else None
+        if rec is None:
+            raise FileExistsError(
+                f"{out}: holds {f.name}, which liverlib phantom did not write (not in its phantom.json); "
+                "use an empty or new folder (phantom never replaces or deletes files it did not write)"
+            )
+        if rec and (f.stat().st_size != rec.get("bytes") or _file_record(f) != rec):
+            raise FileExistsError(
+                f"{out}: {f.name} differs from the file liverlib phantom wrote there (size or sha256 in "
+                "phantom.json); nothing was changed; move it away or use an empty or new folder"
+            )
+        if not rec and not same_params:
+            raise FileExistsError(
+                f"{out}: {f.name} has no checksum in phantom.json (older liverlib or an interrupted run), so it "
+                "cannot be told from your own data; nothing was changed; delete the folder yourself or use a new one"
+            )
 
 
 def generate_phantom(
@@ -341,41 +475,63 @@ def generate_phantom(
 
     Images are int16 HU, masks uint8 labels {0, 1, 2}; case N is stored in voxel order
     ``ORIENTATIONS[N % 3]`` with a matching affine, so :func:`liverlib.io.load_case` returns every case with
-    the liver on the image's left. ``phantom.json`` holds ``params`` and, per case: id, outcome (see
-    :data:`OUTCOMES`), tumor_burden, n_slices, file names, orientation (e.g. ``"LPS"``), spacing (slice, row,
-    col) in mm, image and mask shape (display order), liver_voxels (label 1), tumor_voxels (label 2) and
-    tumor_slices. Idempotent: when ``phantom.json`` holds the same parameters and every file exists, nothing
-    is rewritten. Files are written atomically, ``phantom.json`` last.
+    the liver on the image's left. ``phantom.json`` holds ``params``, ``complete``, ``files`` (size and sha256
+    of every file written) and, per case: id, outcome (see :data:`OUTCOMES`), tumor_burden, n_slices, file
+    names, orientation (e.g. ``"LPS"``), spacing (slice, row, col) in mm, image and mask shape (display
+    order), liver_voxels (label 1), tumor_voxels (label 2) and tumor_slices.
+
+    Idempotent: when ``phantom.json`` holds the same parameters and every file exists with its recorded
+    size, nothing is rewritten. User data is never touched: a folder holding any file phantom.json does not
+    list, or a listed file changed since, is refused before anything is written; only files this function
+    wrote (and that still match their record) are replaced or deleted (e.g. ``.nii`` after a switch to
+    ``.nii.gz``). Files are written atomically; ``phantom.json`` is rewritten after each case, so a killed
+    run is completed by the next, whose leftover temp files are removed.
 
     Args:
         out_dir: folder to write into (created).
         n_cases: cases 0..n_cases-1; with n_cases >= 4 the last three fail curation (STUDY §1).
-        size: rows = cols per slice (512 like LiTS; 128 for a smoke run).
-        n_slices: inclusive range of slice counts, drawn per case (each ≥ 16).
+        size: rows = cols per slice (512 like LiTS; 128 for a smoke run; at least :data:`MIN_SIZE`).
+        n_slices: inclusive range of slice counts, drawn per case (each ≥ :data:`MIN_SLICES`).
         seed: same seed → identical arrays and byte-identical files.
         compress: write ``.nii.gz`` instead of ``.nii``.
         progress: show a progress bar.
 
     Returns:
         Paths of the volume files, by case id.
+
+    Raises:
+        ParamError: a value no phantom can be built with (cases < 1, size or slices too small, min > max).
+        FileExistsError: ``out_dir`` is a file, or holds files this function did not write or that changed.
     """
+    _check_values(n_cases, size, n_slices)
     out, ext = Path(out_dir), ".nii.gz" if compress else ".nii"
     params = {"version": PHANTOM_VERSION, "n_cases": int(n_cases), "size": int(size)}
     params |= {"n_slices": [int(n_slices[0]), int(n_slices[1])], "seed": int(seed), "compress": bool(compress)}
     meta_path = out / "phantom.json"
-    try:
-        old = json.loads(meta_path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: regenerate
-        old = {}
-    files = lambda meta: {c[k] for c in meta.get("cases", []) for k in ("volume", "segmentation")}  # noqa: E731
-    if old.get("params") == params and all((out / f).is_file() for f in files(old)):
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; phantom --out needs a folder")
+    old = _read_meta(meta_path) if out.is_dir() else {}
+    owned = _owned(old)
+    present = all((out / f).is_file() and (out / f).stat().st_size == r.get("bytes", (out / f).stat().st_size)
+                  for f, r in owned.items())  # fmt: skip
+    if old.get("params") == params and old.get("complete", True) and owned and present:
         return [out / c["volume"] for c in old["cases"]]
-    if n_cases < 1 or not 16 <= n_slices[0] <= n_slices[1]:
-        raise ValueError(f"need n_cases >= 1 and 16 <= n_slices[0] <= n_slices[1], got {n_cases}, {n_slices}")
+    plans = _plan(n_cases, n_slices, seed)
+    names = [f"{kind}-{c['id']}{ext}" for c in plans for kind in ("volume", "segmentation")]
+    if out.is_dir():
+        for name in {*names, *owned, meta_path.name} if old else ():
+            remove_stale_temps(out, name)  # a killed run's half-written temp files (only in a phantom's folder)
+        _check_folder(out, owned, old.get("params") == params)
     out.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)
+    files = {name: owned.get(name, {}) for name in names} | {n: r for n, r in owned.items() if (out / n).exists()}
+
+    def save_meta(**extra) -> None:
+        with atomic_write(meta_path) as tmp:
+            tmp.write_text(json.dumps({"params": params, "complete": False, "files": files} | extra, indent=1))
+
+    save_meta()  # before the first file: whatever is written below is listed as this function's
     cases = []
-    for plan in tqdm(_plan(n_cases, n_slices, seed), desc="phantom", disable=not progress):
+    for plan in tqdm(plans, desc="phantom", disable=not progress):
         i, codes = plan["id"], ORIENTATIONS[plan["id"] % len(ORIENTATIONS)]
         rng = np.random.default_rng([seed, i])
         image, mask, spacing = make_case(
@@ -383,15 +539,18 @@ def generate_phantom(
         )
         affine = phantom_affine(codes, spacing, image.shape)
         vol, seg = f"volume-{i}{ext}", f"segmentation-{i}{ext}"
-        save_nifti(_file_array(image, affine), affine, out / vol)
-        save_nifti(_file_array(mask, affine), affine, out / seg)
+        for name, data in ((vol, image), (seg, mask)):
+            files[name] = {}  # being replaced: no longer the recorded file
+            save_nifti(_file_array(data, affine), affine, out / name)
+            files[name] = _file_record(out / name)
+        save_meta()
         tumor = mask == LABELS["tumor"]
         record = {"volume": vol, "segmentation": seg, "orientation": "".join(codes), "spacing": list(spacing)}
         record |= {"shape": list(image.shape), "mask_shape": list(mask.shape), "tumor_voxels": int(tumor.sum())}
         record |= {"liver_voxels": int((mask == LABELS["liver"]).sum()), "tumor_slices": int(tumor.any((1, 2)).sum())}
         cases.append(plan | record)
-    for name in files(old) - files({"cases": cases}):
-        (out / name).unlink(missing_ok=True)  # only files an earlier phantom.json listed (e.g. .nii after .nii.gz)
-    with atomic_write(meta_path) as tmp:
-        tmp.write_text(json.dumps({"params": params, "cases": cases}, indent=1))
+    for name in set(files) - set(names):
+        (out / name).unlink(missing_ok=True)  # only files an earlier run wrote, checked above (e.g. .nii after .nii.gz)
+        del files[name]
+    save_meta(complete=True, cases=cases)
     return [out / c["volume"] for c in cases]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -157,3 +158,131 @@ def test_rerun_is_idempotent_and_compression_switch_rewrites(tmp_path):
     built = make_case(2, 64, c["shape"][0], np.random.default_rng([7, 2]), outcome=c["outcome"])
     assert c["outcome"] == "few_tumor_slices" and c["tumor_slices"] == 3
     assert np.array_equal(loaded.image, built[0]) and np.array_equal(loaded.mask, built[1])
+
+
+# --- refactor guard (issue 11) and user data (issue 9, item 3) --------------------------------------
+
+GOLDEN = {  # (case_id, size, n_slices, seed, outcome, burden) → sha256[:16] of the mask, Σ|HU| of the image
+    (0, 64, 20, 0, "eligible", "large"): ("1d162b98360ce7a3", 52421580, (5.0, 6.3287, 6.3287)),
+    (5, 40, 18, 9, "shape_mismatch", "medium"): ("86b53e69816e3969", 17485602, (5.0, 10.5235, 10.5235)),
+}
+"""Computed with make_case as one 163-line function (commit e1c8c6c), before it was split by anatomy."""
+
+
+@pytest.mark.parametrize("key", list(GOLDEN))
+def test_make_case_split_by_anatomy_builds_the_same_case(key):
+    import hashlib
+
+    cid, size, n, seed, outcome, burden = key
+    image, mask, spacing = make_case(cid, size, n, np.random.default_rng([seed, cid]), outcome=outcome, burden=burden)
+    mask_sha, abs_hu, golden_spacing = GOLDEN[key]
+    assert hashlib.sha256(mask.tobytes()).hexdigest()[:16] == mask_sha and spacing == golden_spacing
+    # the image to within a few voxels rounded the other way (float32 sums may differ in the last bit by BLAS)
+    assert abs(int(np.abs(image.astype(np.int64)).sum()) - abs_hu) <= 20
+
+
+KW = {"n_cases": 2, "size": 32, "n_slices": (16, 16), "seed": 1, "progress": False}
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.reliability("one line: 'DIR: holds volume-1.nii, which liverlib phantom did not write ...'", 2,
+                         "every file in the folder, untouched; nothing written")  # fmt: skip
+@pytest.mark.parametrize("foreign", ["volume-1.nii", "segmentation-0.nii.gz", "notes.txt", "phantom.json"])
+def test_phantom_refuses_a_folder_holding_files_it_did_not_write(tmp_path, foreign):
+    (tmp_path / foreign).write_bytes(b"the user's own data")
+    before = _snapshot(tmp_path)
+    with pytest.raises(FileExistsError) as exc:
+        generate_phantom(tmp_path, **KW)
+    msg = str(exc.value)
+    assert str(tmp_path) in msg and foreign in msg and "\n" not in msg
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.reliability("one line naming the changed file; a second phantom run never deletes or replaces it", 2,
+                         "the changed file and every other file")  # fmt: skip
+def test_a_second_run_never_replaces_or_deletes_a_file_changed_since_the_first(tmp_path):
+    generate_phantom(tmp_path, **KW)
+    (tmp_path / "volume-1.nii").write_bytes(b"someone else's scan")
+    before = _snapshot(tmp_path)
+    for kw in (KW, KW | {"compress": True}, KW | {"n_cases": 1}):  # same, other files, fewer cases
+        with pytest.raises(FileExistsError, match="volume-1.nii") as exc:
+            generate_phantom(tmp_path, **kw)
+        assert str(tmp_path) in str(exc.value)
+        assert _snapshot(tmp_path) == before
+
+
+def test_an_older_phantom_json_without_checksums_is_reused_but_never_replaced(tmp_path):
+    generate_phantom(tmp_path, **KW)
+    meta = json.loads((tmp_path / "phantom.json").read_text())
+    (tmp_path / "phantom.json").write_text(json.dumps({"params": meta["params"], "cases": meta["cases"]}))
+    before = _snapshot(tmp_path)
+    assert [p.name for p in generate_phantom(tmp_path, **KW)] == ["volume-0.nii", "volume-1.nii"]  # reused
+    with pytest.raises(FileExistsError, match="checksum"):  # other parameters: it cannot tell them from yours
+        generate_phantom(tmp_path, **KW | {"seed": 2})
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_killed_run_is_completed_by_the_next_and_its_temp_files_removed(tmp_path, monkeypatch):
+    import liverlib.phantom as ph
+
+    real, calls = ph.save_nifti, []
+
+    def dies_on_third(data, affine, path):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).with_name(f".{Path(path).name.split('.')[0]}.k1lled_x.nii").write_bytes(b"half")
+            raise KeyboardInterrupt
+        return real(data, affine, path)
+
+    monkeypatch.setattr(ph, "save_nifti", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_phantom(tmp_path, **KW)
+    monkeypatch.setattr(ph, "save_nifti", real)
+    paths = generate_phantom(tmp_path, **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["phantom.json", "volume-0.nii", "segmentation-0.nii", "volume-1.nii", "segmentation-1.nii"]
+    )
+    assert len(paths) == 2 and json.loads((tmp_path / "phantom.json").read_text())["complete"] is True
+
+
+def test_phantom_json_records_each_files_size_and_sha256(tmp_path):
+    import hashlib
+
+    generate_phantom(tmp_path, **KW)
+    files = json.loads((tmp_path / "phantom.json").read_text())["files"]
+    assert sorted(files) == ["segmentation-0.nii", "segmentation-1.nii", "volume-0.nii", "volume-1.nii"]
+    for name, rec in files.items():
+        blob = (tmp_path / name).read_bytes()
+        assert rec == {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+@pytest.mark.reliability("one line: 'liverlib phantom: error: ...' naming the bad value", 2, "nothing written")
+@pytest.mark.parametrize(
+    "args, word",
+    [(["--min-slices", "4"], "slices"), (["--min-slices", "40", "--max-slices", "30"], "slices"),
+     (["--cases", "0"], "cases"), (["--size", "8"], "size")],
+)  # fmt: skip
+def test_phantom_cli_bad_values_are_one_line_errors(tmp_path, capsys, args, word):
+    from liverlib.cli import main
+
+    out = tmp_path / "ph"
+    assert main(["phantom", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("liverlib phantom: error:") and "\n" not in err and word in err
+    assert not out.exists()
+
+
+def test_phantom_cli_refuses_a_folder_of_user_files(tmp_path, capsys):
+    from liverlib.cli import main
+
+    (tmp_path / "volume-3.nii").write_bytes(b"mine")
+    assert main(["phantom", "--out", str(tmp_path), "--cases", "1", "--size", "32", "--min-slices", "16",
+                 "--max-slices", "16"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "volume-3.nii" in err and str(tmp_path) in err and "\n" not in err
+    assert (tmp_path / "volume-3.nii").read_bytes() == b"mine" and sorted(tmp_path.iterdir()) == [
+        tmp_path / "volume-3.nii"
+    ]
