@@ -540,7 +540,9 @@ def generate_phantom(
         affine = phantom_affine(codes, spacing, image.shape)
         vol, seg = f"volume-{i}{ext}", f"segmentation-{i}{ext}"
         for name, data in ((vol, image), (seg, mask)):
-            files[name] = {}  # being replaced: no longer the recorded file
+            if files[name]:
+                files[name] = {}  # being replaced: a kill after the rename must not leave the old checksum
+                save_meta()
             save_nifti(_file_array(data, affine), affine, out / name)
             files[name] = _file_record(out / name)
         save_meta()
