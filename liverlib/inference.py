@@ -1,7 +1,15 @@
-"""Batched inference: preprocessed slices → class probabilities → labels at the original in-plane size."""
+"""Batched inference: preprocessed slices → class probabilities → labels at the original in-plane size.
+
+Precision (``precision``): ``fp32``; ``bf16`` = ``torch.autocast`` in bfloat16 on CPU or CUDA; ``auto`` = fp32 on
+CPU (bf16 did not meet its targets on the CPU it was measured on: docs/segment.md) and, on CUDA, autocast only
+when ``amp`` is set (bf16 where supported, else fp16). Test-time augmentation (``tta``): the softmax
+probabilities are averaged over the identity and the horizontal, vertical and horizontal+vertical flips of
+each slice (nnU-Net's 2D mirroring), so one volume costs four forward passes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import numpy as np
@@ -9,12 +17,119 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from liverlib.runtime import amp_settings
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+"""Values of ``precision`` (``segment --precision``)."""
+
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+"""Flip dims of the test-time augmentation on (B, C, rows, cols): identity, horizontal, vertical, both."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates or falls back."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def autocast_dtype(device: torch.device | str, precision: str = "auto", amp: bool = False) -> torch.dtype | None:
+    """The autocast dtype of a forward pass, or None for plain fp32 (module docstring).
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    return amp_settings(device, amp)[1] if device.type == "cuda" else None
+
+
+def _forward_probs(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None, tta: bool) -> torch.Tensor:
+    """Softmax probabilities (B, 3, S, S) float32 of one batch, averaged over :data:`TTA_FLIPS` if ``tta``."""
+    flips = TTA_FLIPS if tta else ((),)
+    total = None
+    for dims in flips:
+        xi = x.flip(dims) if dims else x
+        with torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext():
+            logits = model(xi)
+        prob = logits.float().softmax(1)
+        prob = prob.flip(dims) if dims else prob
+        total = prob if total is None else total + prob
+    return total / len(flips)
+
 
 @torch.inference_mode()
+def iter_probabilities(model: torch.nn.Module, images: np.ndarray, *, out_size: tuple[int, int] | None = None,
+                       batch_size: int = 16, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                       tta: bool = False, channels_last: bool = True, progress: bool = False,
+                       desc: str = "predict") -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
+    """Class probabilities batch by batch: ``(first slice index, (B, 3, rows, cols) float32 tensor on device)``.
+
+    Args:
+        model: a network mapping (B, 1, S, S) to (B, 3, S, S) logits, in eval mode.
+        images: (N, S, S) float16/float32 slices in [0, 1].
+        out_size: (rows, cols) the probabilities are resized to (bilinear); None keeps (S, S).
+        batch_size: slices per forward pass.
+        device: where the model runs.
+        dtype: autocast dtype (:func:`autocast_dtype`), None for fp32.
+        tta: average over the flips of :data:`TTA_FLIPS`.
+        channels_last: NHWC memory format (faster convolutions on CPU and GPU).
+        progress: tqdm bar over batches.
+        desc: the bar's label.
+    """
+    device = torch.device(device)
+    rows, cols = out_size or images.shape[1:]
+    for start in tqdm(
+        range(0, images.shape[0], batch_size), desc=desc, unit="batch", disable=not progress, leave=False
+    ):
+        x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))[:, None].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        prob = _forward_probs(model, x, dtype, tta)
+        if (rows, cols) != tuple(prob.shape[-2:]):
+            prob = F.interpolate(prob, size=(rows, cols), mode="bilinear", align_corners=False)
+        yield start, prob
+
+
+def predict_volume(model: torch.nn.Module, images: np.ndarray, *, out_size: tuple[int, int] | None = None,
+                   batch_size: int = 16, device: torch.device | str = "cpu", precision: str = "auto", amp: bool = False,
+                   tta: bool = False, keep_probabilities: bool = False, channels_last: bool = True,
+                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Labels, and optionally probabilities, of preprocessed slices (see :func:`iter_probabilities`).
+
+    Args:
+        precision: ``auto``, ``fp32`` or ``bf16`` (module docstring); ``amp`` is read only by ``auto`` on CUDA.
+        keep_probabilities: also return the probabilities.
+        Others: as :func:`iter_probabilities`.
+
+    Returns:
+        labels: uint8 (N, rows, cols) in {0, 1, 2}, the argmax of the (averaged) probabilities;
+        probabilities: float16 (N, 3, rows, cols) in [0, 1], classes in ``LABELS`` order, summing to 1 up to
+            float16 rounding; None unless ``keep_probabilities``.
+    """
+    n = images.shape[0]
+    rows, cols = out_size or images.shape[1:]
+    labels = np.empty((n, rows, cols), np.uint8)
+    probs = np.empty((n, 3, rows, cols), np.float16) if keep_probabilities else None
+    dtype = autocast_dtype(device, precision, amp)
+    for start, prob in iter_probabilities(model, images, out_size=(rows, cols), batch_size=batch_size, device=device,
+                                          dtype=dtype, tta=tta, channels_last=channels_last, progress=progress,
+                                          desc=desc):  # fmt: skip
+        stop = start + prob.shape[0]
+        labels[start:stop] = prob.argmax(1).to(torch.uint8).cpu().numpy()
+        if probs is not None:
+            probs[start:stop] = prob.to(torch.float16).cpu().numpy()
+    return labels, probs
+
+
 def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tuple[int, int] | None = None,
                    batch_size: int = 16, device: torch.device | str = "cpu", amp: bool = False,
-                   channels_last: bool = True, progress: bool = False, desc: str = "predict") -> np.ndarray:  # fmt: skip
-    """Segment preprocessed slices in batches.
+                   precision: str = "auto", tta: bool = False, channels_last: bool = True, progress: bool = False,
+                   desc: str = "predict") -> np.ndarray:  # fmt: skip
+    """Segment preprocessed slices in batches: uint8 labels (N, rows, cols) in {0, 1, 2} (:func:`predict_volume`).
 
     Args:
         model: a network mapping (B, 1, S, S) to (B, 3, S, S) logits, in eval mode.
@@ -23,25 +138,14 @@ def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
             argmax, so labels at the original resolution are not blocky. None keeps (S, S).
         batch_size: slices per forward pass.
         device: where the model runs.
-        amp: autocast on CUDA (bf16 where supported, else fp16).
+        amp: autocast on CUDA (bf16 where supported, else fp16) when ``precision`` is ``auto``.
+        precision: ``auto``, ``fp32`` or ``bf16`` (module docstring).
+        tta: flip test-time augmentation.
         channels_last: NHWC memory format (faster convolutions on CPU and GPU).
-
-    Returns:
-        uint8 labels (N, rows, cols) in {0, 1, 2}.
+        progress: tqdm bar over batches.
+        desc: the bar's label.
     """
-    device = torch.device(device)
-    n = images.shape[0]
-    rows, cols = out_size or images.shape[1:]
-    out = np.empty((n, rows, cols), np.uint8)
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))[:, None].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype) if amp and device.type == "cuda" else nullcontext():
-            logits = model(x)
-        prob = logits.float().softmax(1)
-        if (rows, cols) != tuple(prob.shape[-2:]):
-            prob = F.interpolate(prob, size=(rows, cols), mode="bilinear", align_corners=False)
-        out[start : start + len(x)] = prob.argmax(1).to(torch.uint8).cpu().numpy()
-    return out
+    labels, _ = predict_volume(model, images, out_size=out_size, batch_size=batch_size, device=device,
+                               precision=precision, amp=amp, tta=tta, channels_last=channels_last, progress=progress,
+                               desc=desc)  # fmt: skip
+    return labels

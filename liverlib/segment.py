@@ -1,45 +1,68 @@
-"""Segment users' own CT volumes into NIfTI label masks (STUDY §9, issue 4 item 7).
+"""Segment users' own CT volumes into NIfTI label masks (STUDY §9, issue 4 item 7, issue 9, issue 12; docs/segment.md).
 
 ``python -m liverlib segment --checkpoint best.pt --input volume.nii.gz --output mask.nii.gz`` reads a 3D CT
 in Hounsfield units, applies exactly the preprocessing recorded in the checkpoint's config (HU window,
 CLAHE, gamma, image size: STUDY §2), predicts every axial slice in batches and writes uint8 labels
 (``LABELS``: 0 background, 1 liver, 2 tumor) with the input's shape, affine, voxel sizes and voxel order,
-so the mask overlays the CT voxel for voxel in 3D Slicer or ITK-SNAP.
+so the mask overlays the CT voxel for voxel in 3D Slicer or ITK-SNAP. Beside each mask ``<name>.json`` names
+the labels (:data:`LABEL_SIDECAR`).
 
-Folder mode: ``--input`` a folder → every ``*.nii`` / ``*.nii.gz`` directly in it (not recursive) is
-segmented into ``<output folder>/<name>_seg.nii.gz``, where ``<name>`` is the input's file name without
-``.nii``/``.nii.gz``. The checkpoint is loaded once. Every input header is checked before any inference;
-a volume whose voxel data turns out unreadable is reported and the others are still written.
+Inputs: a ``.nii``/``.nii.gz`` file; a folder of them (folder mode: every ``*.nii``/``*.nii.gz`` directly in it
+→ ``<output folder>/<name>_seg.nii.gz``, the checkpoint loaded once); or a folder holding one DICOM CT series
+(:mod:`liverlib.dicom`; ``series`` picks one of several) → one mask file on the series' grid.
+
+Postprocessing (on by default): only the largest 26-connected liver component (label ≥ 1) is kept, so tumor
+survives only inside the kept liver; ``postprocess=False`` writes the raw argmax. Every output path is
+checked (exists? writable?) before any inference.
 
 Refusals (the CLI prints one line and exits 2): :class:`~liverlib.io.CaseError` for a missing, unreadable,
-corrupt or non-3D input and for a wrong kind of output path; :class:`FileExistsError` for an existing
-output without ``overwrite``; :class:`~liverlib.run.RunError` for a missing or foreign checkpoint.
+corrupt or non-3D input, an ambiguous DICOM folder and a wrong kind of or unwritable output path;
+:class:`FileExistsError` for an existing output without ``overwrite``; :class:`~liverlib.run.RunError` for a
+missing or foreign checkpoint and bad options.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
-from liverlib.inference import predict_labels
-from liverlib.io import Case, CaseError, load_case, save_mask_like
-from liverlib.labels import LABELS
+from liverlib.dicom import choose_series, load_dicom_case, save_mask_for_series, series_ids
+from liverlib.inference import PRECISIONS, autocast_dtype, predict_volume
+from liverlib.io import Case, CaseError, atomic_write, from_display, load_case, save_mask_like
+from liverlib.labels import CLASS_NAMES, LABELS
 from liverlib.metrics import binary_masks, largest_connected_component
 from liverlib.params import PREPROCESS_KEYS
 from liverlib.preprocess import PreprocessConfig, preprocess_volume
-from liverlib.run import RunError
+from liverlib.run import RunError, provenance, write_json
 from liverlib.runtime import resolve_device
 
 SUFFIX = "_seg.nii.gz"
 """Name ending of the masks written in folder mode: ``volume-3.nii`` → ``volume-3_seg.nii.gz``."""
 
+PROB_SUFFIX = "_probs.npz"
+"""Name ending of the probabilities written in folder mode: ``volume-3.nii`` → ``volume-3_probs.npz``."""
+
 NIFTI_ENDINGS: tuple[str, ...] = (".nii", ".nii.gz")
+
+LABEL_SIDECAR: dict[str, Any] = {"labels": {str(v): k for k, v in LABELS.items()}}
+"""Written as ``<mask name without .nii/.nii.gz>.json`` beside every mask: ``{"labels": {"0": "background", …}}``."""
+
+_DEFAULTED_KEYS = frozenset({"quantize_8bit"})
+"""Preprocessing keys newer than some checkpoints: ``PreprocessConfig.from_params`` defaults them (the recorded
+``preprocess_key`` then tells whether the preprocessing is the same)."""
+
+STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "postprocess", "write")
+"""Stages timed per volume in the report."""
 
 
 def _is_nifti(path: Path) -> bool:
@@ -53,6 +76,12 @@ def _stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
 
 
+def sidecar_path(mask: str | Path) -> Path:
+    """The label sidecar of a mask: ``mask.nii.gz`` → ``mask.json``."""
+    mask = Path(mask)
+    return mask.with_name(_stem(mask) + ".json")
+
+
 def preprocess_config(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> PreprocessConfig:
     """The preprocessing a checkpoint was trained with (STUDY §2), from its ``config``.
 
@@ -61,7 +90,7 @@ def preprocess_config(ckpt: dict[str, Any], source: str | Path = "checkpoint") -
             the key this liverlib computes for the same settings (the preprocessing code changed since).
     """
     cfg = ckpt["config"]
-    missing = [k for k in (*PREPROCESS_KEYS, "model") if k not in cfg]
+    missing = [k for k in (*PREPROCESS_KEYS, "model") if k not in cfg and k not in _DEFAULTED_KEYS]
     if missing:
         raise RunError(f"{source}: not a liverlib checkpoint (config lacks {', '.join(missing)})")
     pre = PreprocessConfig.from_params(cfg)
@@ -87,7 +116,7 @@ def load_model(
         model = model_from_checkpoint(ckpt, device)
     except (ValueError, KeyError, TypeError) as exc:  # unknown model name or malformed config
         raise RunError(f"{checkpoint}: cannot rebuild its model ({type(exc).__name__}: {exc})") from exc
-    model = model.to(memory_format=torch.channels_last)  # predict_labels feeds NHWC batches
+    model = model.to(memory_format=torch.channels_last)  # predict_volume feeds NHWC batches
     return model, pre, ckpt
 
 
@@ -98,156 +127,333 @@ def keep_largest_liver(labels: np.ndarray) -> np.ndarray:
     ).astype(np.uint8)
 
 
+@dataclass
+class Segmentation:
+    """One segmented volume, in the display convention.
+
+    Attributes:
+        labels: uint8 (slices, rows, cols) in {0, 1, 2}.
+        case: the loaded CT (``image`` int16 HU of the same shape).
+        probabilities: float16 (slices, 3, rows, cols) softmax (TTA-averaged) before postprocessing, or None.
+        seconds: per stage of :data:`STAGES` (``write`` filled in by :func:`segment_file`).
+    """
+
+    labels: np.ndarray
+    case: Case
+    probabilities: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_input(path: str | Path, series: str | None = None) -> Case:
+    """A NIfTI file via :func:`~liverlib.io.load_case`, or a DICOM series folder via :func:`~liverlib.dicom.load_dicom_case`."""
+    path = Path(path)
+    return load_dicom_case(path, series) if path.is_dir() else load_case(path)
+
+
 def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: str | Path, *, device: torch.device | str,
-                   batch_size: int = 16, amp: bool = False, liver_lcc: bool = False,
-                   progress: bool = True) -> tuple[np.ndarray, Case]:  # fmt: skip
+                   batch_size: int = 16, precision: str = "auto", amp: bool = False, tta: bool = False,
+                   postprocess: bool = True, keep_probabilities: bool = False, series: str | None = None,
+                   progress: bool = True) -> Segmentation:  # fmt: skip
     """Segment one CT volume in the display convention.
 
     Args:
         model: network mapping (B, 1, S, S) in [0, 1] to (B, 3, S, S) logits, eval mode, on ``device``.
         cfg: the preprocessing the model was trained with (:func:`preprocess_config`), S = ``cfg.image_size``.
-        volume_path: a 3D NIfTI CT in Hounsfield units, any orientation.
+        volume_path: a 3D NIfTI CT in Hounsfield units (any orientation), or a DICOM series folder.
         device: where the model runs.
         batch_size: slices per forward pass.
-        amp: autocast on CUDA.
-        liver_lcc: keep only the largest liver component (:func:`keep_largest_liver`).
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.inference`); ``amp``: autocast on CUDA under ``auto``.
+        tta: average probabilities over slice flips (:data:`~liverlib.inference.TTA_FLIPS`).
+        postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
+        keep_probabilities: also return the probabilities.
+        series: the DICOM series UID to read from a folder holding several.
         progress: tqdm bar over batches.
 
     Returns:
-        labels: uint8 (slices, rows, cols) in {0, 1, 2}, display convention, the input's in-plane size
-            (probabilities resized bilinearly before the argmax);
-        case: the loaded :class:`~liverlib.io.Case` (its ``image`` is int16 HU of the same shape).
+        A :class:`Segmentation` at the input's in-plane size (probabilities resized bilinearly before the argmax).
 
     Raises:
-        CaseError: unreadable, corrupt or non-3D file; the message names it.
+        CaseError: unreadable, corrupt or non-3D input; the message names it.
     """
-    case = load_case(volume_path)
+    t = [time.perf_counter()]
+    case = read_input(volume_path, series)
+    t.append(time.perf_counter())
     images = preprocess_volume(case.image, cfg)
-    labels = predict_labels(model, images, out_size=case.image.shape[1:], batch_size=batch_size, device=device,
-                            amp=amp, progress=progress, desc=Path(volume_path).name)  # fmt: skip
-    if liver_lcc:
+    t.append(time.perf_counter())
+    labels, probs = predict_volume(model, images, out_size=case.image.shape[1:], batch_size=batch_size, device=device,
+                                   precision=precision, amp=amp, tta=tta, keep_probabilities=keep_probabilities,
+                                   progress=progress, desc=Path(volume_path).name)  # fmt: skip
+    t.append(time.perf_counter())
+    if postprocess:
         labels = keep_largest_liver(labels)
-    return labels, case
+    t.append(time.perf_counter())
+    return Segmentation(labels, case, probs, dict(zip(STAGES, np.diff(t).tolist())))
 
 
-def plan_outputs(input: str | Path, output: str | Path, *, overwrite: bool = False) -> list[tuple[Path, Path]]:
-    """Pair every input volume with its output mask path and check both before any work.
+@dataclass(frozen=True)
+class Job:
+    """One input and the files written for it."""
 
-    A file input needs a ``.nii``/``.nii.gz`` output file name; a folder input needs an output folder
-    (created if missing) and gets ``<name>_seg.nii.gz`` per volume (module docstring).
+    input: Path
+    mask: Path
+    probabilities: Path | None = None
+
+
+def _folder_inputs(src: Path, dst: Path) -> list[Path]:
+    """The NIfTI files directly in ``src`` (outputs of an earlier run into the same folder excluded)."""
+    same = dst.exists() and dst.resolve() == src.resolve()
+    return sorted(f for f in src.iterdir() if f.is_file() and _is_nifti(f) and not (same and f.name.endswith(SUFFIX)))
+
+
+def _file_output(src: Path, dst: Path, output: str | Path, what: str) -> None:
+    """Refuse an output that is not a NIfTI file name for a single-volume input."""
+    if dst.is_dir() or str(output).endswith(("/", "\\")):
+        raise CaseError(f"{dst}: is a folder, but the input {src} is {what}; give a .nii.gz file name")
+    if not _is_nifti(dst):
+        raise CaseError(f"{dst}: output must be a .nii or .nii.gz file name")
+
+
+def _plan_folder(src: Path, dst: Path, probabilities: Path | None) -> list[Job]:
+    """Jobs of folder mode: ``<name>_seg.nii.gz`` (and ``<name>_probs.npz``) per NIfTI file of ``src``."""
+    if dst.exists() and not dst.is_dir():
+        raise CaseError(f"{dst}: is a file, but the input {src} is a folder; give an output folder")
+    if not dst.exists() and _is_nifti(dst):
+        raise CaseError(f"{dst}: looks like a file name, but the input {src} is a folder; give an output folder")
+    if probabilities is not None and probabilities.suffix == ".npz":
+        raise CaseError(f"{probabilities}: the input {src} is a folder; give a folder for the probabilities")
+    jobs = [Job(f, dst / f"{_stem(f)}{SUFFIX}", probabilities / f"{_stem(f)}{PROB_SUFFIX}" if probabilities else None)
+            for f in _folder_inputs(src, dst)]  # fmt: skip
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        if j.mask in seen:
+            raise CaseError(f"{seen[j.mask]} and {j.input} would both be written to {j.mask}; rename one of them")
+        seen[j.mask] = j.input
+    return jobs
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output whose folder cannot be created or written.
 
     Raises:
-        CaseError: missing input, wrong kind of output, no volumes in the folder, two inputs with one
-            output name, or an input whose header is unreadable or not 3D.
-        FileExistsError: an output exists and ``overwrite`` is False.
+        CaseError: naming ``path``: an existing parent is a file, or the nearest existing folder is not writable.
+    """
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CaseError(f"{path}: cannot be written: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaseError(f"{path}: cannot be written: no write permission in {parent}")
+
+
+def plan_outputs(input: str | Path, output: str | Path, *, overwrite: bool = False, skip_existing: bool = False,
+                 probabilities: str | Path | None = None, report: str | Path | None = None,
+                 series: str | None = None) -> list[Job]:  # fmt: skip
+    """Pair every input volume with its output files and check them all before any work.
+
+    A file or DICOM-folder input needs a ``.nii``/``.nii.gz`` output file name (and a ``.npz`` for
+    ``probabilities``); a folder of NIfTI files needs an output folder (and a probabilities folder) and gets
+    ``<name>_seg.nii.gz`` per volume (module docstring). ``skip_existing`` drops the jobs whose mask exists.
+
+    Raises:
+        CaseError: missing input, wrong kind of output, no volumes in the folder, an ambiguous DICOM
+            folder, two inputs with one output name, an unwritable output, or an input whose header is
+            unreadable or not 3D.
+        FileExistsError: an output exists and neither ``overwrite`` nor ``skip_existing`` is set.
     """
     src, dst = Path(input).expanduser(), Path(output).expanduser()
+    probs = Path(probabilities).expanduser() if probabilities is not None else None
     if not src.exists():
         raise CaseError(f"{src}: input does not exist")
-    if src.is_dir():
-        if dst.exists() and not dst.is_dir():
-            raise CaseError(f"{dst}: is a file, but the input {src} is a folder; give an output folder")
-        if not dst.exists() and _is_nifti(dst):
-            raise CaseError(f"{dst}: looks like a file name, but the input {src} is a folder; give an output folder")
-        same = dst.exists() and dst.resolve() == src.resolve()
-        inputs = sorted(
-            f for f in src.iterdir() if f.is_file() and _is_nifti(f) and not (same and f.name.endswith(SUFFIX))
-        )
-        if not inputs:
-            raise CaseError(f"{src}: no .nii or .nii.gz files in this folder (it is not searched recursively)")
-        pairs = [(f, dst / f"{_stem(f)}{SUFFIX}") for f in inputs]
-        seen: dict[Path, Path] = {}
-        for f, o in pairs:
-            if o in seen:
-                raise CaseError(f"{seen[o]} and {f} would both be written to {o}; rename one of them")
-            seen[o] = f
+    if src.is_dir() and any(_is_nifti(f) for f in src.iterdir()):
+        jobs = _plan_folder(src, dst, probs)
     else:
-        if dst.is_dir() or str(output).endswith(("/", "\\")):
-            raise CaseError(f"{dst}: is a folder, but the input {src} is a single file; give a .nii.gz file name")
-        if not _is_nifti(dst):
-            raise CaseError(f"{dst}: output must be a .nii or .nii.gz file name")
-        if dst.exists() and dst.resolve() == src.resolve():
+        _file_output(src, dst, output, "a DICOM series folder" if src.is_dir() else "a single file")
+        if src.is_dir() and not series_ids(src):
+            raise CaseError(f"{src}: no .nii or .nii.gz files and no DICOM series in this folder (it is not searched recursively)")  # fmt: skip
+        if not src.is_dir() and dst.exists() and dst.resolve() == src.resolve():
             raise CaseError(f"{dst}: output would replace the input CT; give another file name")
-        pairs = [(src, dst)]
-    existing = [o for _, o in pairs if o.exists()]
+        if probs is not None and probs.suffix != ".npz":
+            raise CaseError(f"{probs}: probabilities are written as .npz; give a .npz file name")
+        jobs = [Job(src, dst, probs)]
+    if skip_existing:
+        skipped = [j for j in jobs if j.mask.exists()]
+        jobs = [j for j in jobs if not j.mask.exists()]
+        if skipped:
+            print(f"skipping {len(skipped)} input(s) whose mask exists: {', '.join(j.mask.name for j in skipped)}", flush=True)  # fmt: skip
+    outputs = [p for j in jobs for p in (j.mask, j.probabilities) if p is not None]
+    outputs += [Path(report).expanduser()] if report is not None else []
+    existing = [o for o in outputs if o.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise FileExistsError(f"{existing[0]}{more}: output exists; pass --overwrite (overwrite=True) to replace it")
-    for f, _ in pairs:
-        load_case(f, read_image=False)  # header only: unreadable or non-3D files are refused before any inference
-    return pairs
+    for o in outputs + [sidecar_path(j.mask) for j in jobs]:
+        check_writable(o)
+    for j in jobs:
+        if j.input.is_dir():
+            choose_series(j.input, series)  # an ambiguous or unknown series is refused before any inference
+        else:
+            load_case(j.input, read_image=False)  # header only: bad files are refused before any inference
+    return jobs
 
 
-def _report(src: Path, dst: Path, labels: np.ndarray, case: Case, seconds: float) -> dict[str, Any]:
-    """One result row: paths, shapes, voxel counts and volumes per class, seconds."""
+def save_probabilities(probs: np.ndarray, case: Case, path: Path) -> Path:
+    """Write (slices, 3, rows, cols) display-convention probabilities as an ``.npz`` of float16 arrays
+    ``background``/``liver``/``tumor``, each in the input's own voxel order and shape (``case.source_shape``)."""
+    arrays = {name: from_display(probs[:, i], case.affine) for i, name in enumerate(CLASS_NAMES)}
+    with atomic_write(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def write_outputs(seg: Segmentation, job: Job) -> None:
+    """The mask on the input's grid, its label sidecar and (if asked) the probabilities; all atomic."""
+    if seg.case.volume_path.is_dir():
+        save_mask_for_series(seg.labels, seg.case, job.mask)
+    else:
+        save_mask_like(seg.labels, seg.case, job.mask)
+    write_json(sidecar_path(job.mask), LABEL_SIDECAR)
+    if job.probabilities is not None and seg.probabilities is not None:
+        save_probabilities(seg.probabilities, seg.case, job.probabilities)
+
+
+def volume_summary(seg: Segmentation, job: Job) -> dict[str, Any]:
+    """One report row: paths, grid, volumes in mL, tumor components, mean HU per class, seconds per stage."""
+    labels, case = seg.labels, seg.case
     ml = float(np.prod(case.spacing)) / 1000.0
-    liver = int(np.count_nonzero(labels == LABELS["liver"]))
-    tumor = int(np.count_nonzero(labels == LABELS["tumor"]))
-    return {"input": str(src), "output": str(dst), "shape": case.source_shape, "orientation": "".join(case.axcodes),
-            "spacing_mm": case.spacing, "liver_voxels": liver, "tumor_voxels": tumor, "liver_ml": round(liver * ml, 1),
-            "tumor_ml": round(tumor * ml, 1), "seconds": round(seconds, 2)}  # fmt: skip
+    counts = {name: int(np.count_nonzero(labels == v)) for name, v in LABELS.items()}
+    _, components = ndimage.label(labels == LABELS["tumor"], structure=np.ones((3, 3, 3), bool))
+    hu = {name: float(case.image[labels == v].mean()) if counts[name] else None for name, v in LABELS.items()}
+    return {"input": str(job.input), "output": str(job.mask), "shape": case.source_shape,
+            "orientation": "".join(case.axcodes), "spacing_mm": case.spacing, "liver_voxels": counts["liver"],
+            "tumor_voxels": counts["tumor"], "liver_ml": round(counts["liver"] * ml, 1),
+            "tumor_ml": round(counts["tumor"] * ml, 1), "tumor_components": int(components),
+            "mean_hu": {k: None if v is None else round(v, 1) for k, v in hu.items()},
+            "seconds": {k: round(v, 3) for k, v in seg.seconds.items()},
+            "total_seconds": round(sum(seg.seconds.values()), 2)}  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_report(checkpoint: Path, ckpt: dict[str, Any], device: torch.device, options: dict[str, Any],
+               volumes: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """The ``--report`` JSON: versions, device, checkpoint (sha256, config, split), options and one row per volume."""
+    import liverlib
+
+    prov = provenance()
+    try:
+        import SimpleITK as sitk
+
+        prov["versions"]["SimpleITK"] = sitk.Version.VersionString()
+    except ImportError:  # pragma: no cover
+        prov["versions"]["SimpleITK"] = None
+    return {"liverlib": liverlib.__version__, **prov, "torch_device": str(device),
+            "checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint), "epoch": ckpt.get("epoch"),
+                           "config": ckpt.get("config"), "split": ckpt.get("split")},
+            "options": options, "label_names": LABEL_SIDECAR["labels"], "volumes": volumes}  # fmt: skip
+
+
+def _device(device: str) -> torch.device:
+    """:func:`~liverlib.runtime.resolve_device` with unknown names as RunError."""
+    try:
+        return resolve_device(device)
+    except RunError:
+        raise
+    except RuntimeError as exc:  # torch.device("gpu")
+        raise RunError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+
+
+def _print_row(r: dict[str, Any]) -> None:
+    """The one line printed per written mask."""
+    print(f"{r['input']} -> {r['output']}: shape {r['shape']} {r['orientation']}, liver {r['liver_voxels']} voxels "
+          f"({r['liver_ml']} mL), tumor {r['tumor_voxels']} voxels ({r['tumor_ml']} mL, {r['tumor_components']} "
+          f"components), {r['total_seconds']:.1f} s", flush=True)  # fmt: skip
 
 
 def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, *, device: str = "auto",
-                 batch_size: int = 16, overwrite: bool = False, liver_lcc: bool = False, amp: bool = False,
+                 batch_size: int = 16, overwrite: bool = False, skip_existing: bool = False, postprocess: bool = True,
+                 tta: bool = False, precision: str = "auto", amp: bool = False,
+                 probabilities: str | Path | None = None, report: str | Path | None = None, series: str | None = None,
                  progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
-    """Segment one NIfTI volume, or every volume of a folder, into uint8 NIfTI label masks.
+    """Segment one NIfTI volume, one DICOM series or every NIfTI of a folder into uint8 NIfTI label masks.
 
     Args:
         checkpoint: a liverlib checkpoint (``best.pt``); loaded once.
-        input: a ``.nii``/``.nii.gz`` CT in Hounsfield units, or a folder of them.
-        output: the mask file (``.nii``/``.nii.gz``), or a folder for a folder input (module docstring).
+        input: a ``.nii``/``.nii.gz`` CT in Hounsfield units, a folder of them, or a DICOM series folder.
+        output: the mask file (``.nii``/``.nii.gz``), or a folder for a folder of NIfTI files.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1`` …
         batch_size: slices per forward pass.
-        overwrite: replace existing outputs.
-        liver_lcc: keep only the largest liver component.
-        amp: autocast on CUDA.
-        progress: tqdm bars over batches. One line per volume is always printed (paths, shape, orientation,
-            liver and tumor voxels and mL, seconds).
+        overwrite: replace existing outputs. ``skip_existing``: skip inputs whose mask exists (one line says so).
+        postprocess: keep only the largest liver component, tumor only inside it (on by default).
+        tta: flip test-time augmentation (4 forward passes per slice).
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.inference`). ``amp``: autocast on CUDA under ``auto``.
+        probabilities: ``.npz`` of float16 class probabilities per input (a folder in folder mode; see
+            :func:`save_probabilities`).
+        report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
+        series: the DICOM series UID to read from a folder holding several.
+        progress: tqdm bars over batches. One line per volume is always printed.
 
     Returns:
-        One dict per written mask (see :func:`_report`).
+        One dict per written mask (see :func:`volume_summary`).
 
     Raises:
         CaseError: bad input or output path, unreadable/corrupt/non-3D volume (in folder mode after the
             other volumes are written, naming every failed file).
         FileExistsError: an output exists and ``overwrite`` is False (nothing is written).
-        RunError: missing or non-liverlib checkpoint, unknown device, CUDA requested but unavailable, or
-            ``batch_size`` < 1.
+        RunError: missing or non-liverlib checkpoint, unknown device or precision, CUDA requested but
+            unavailable, ``batch_size`` < 1, or ``overwrite`` with ``skip_existing``.
     """
     if batch_size < 1:
         raise RunError(f"batch size must be at least 1, got {batch_size}")
-    pairs = plan_outputs(input, output, overwrite=overwrite)
-    try:
-        dev = resolve_device(device)
-    except RunError:
-        raise
-    except RuntimeError as exc:  # torch.device("gpu")
-        raise RunError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    model, cfg, _ = load_model(checkpoint, dev)
+    if precision not in PRECISIONS:
+        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if overwrite and skip_existing:
+        raise RunError("--overwrite and --skip-existing exclude each other; pass one")
+    jobs = plan_outputs(input, output, overwrite=overwrite, skip_existing=skip_existing, probabilities=probabilities,
+                        report=report, series=series)  # fmt: skip
+    if not jobs:
+        print("nothing to segment: every mask exists", flush=True)
+        return []
+    dev = _device(device)
+    checkpoint = Path(checkpoint).expanduser()
+    model, cfg, ckpt = load_model(checkpoint, dev)
+    dtype = autocast_dtype(dev, precision, amp)
+    options = {"tta": tta, "postprocess": postprocess, "precision": precision, "autocast_dtype": str(dtype or "fp32"),
+               "batch_size": batch_size, "series": series}  # fmt: skip
     results, failed = [], []
-    for src, dst in pairs:
-        t0 = time.perf_counter()
+    for job in jobs:
         try:
-            labels, case = segment_volume(model, cfg, src, device=dev, batch_size=batch_size, amp=amp,
-                                          liver_lcc=liver_lcc, progress=progress)  # fmt: skip
+            seg = segment_volume(model, cfg, job.input, device=dev, batch_size=batch_size, precision=precision, amp=amp,
+                                 tta=tta, postprocess=postprocess, keep_probabilities=job.probabilities is not None,
+                                 series=series, progress=progress)  # fmt: skip
         except CaseError as exc:
-            if len(pairs) == 1:
+            if len(jobs) == 1:
                 raise
             failed.append(str(exc))
             print(f"skipped: {exc}", flush=True)
             continue
-        save_mask_like(labels, case, dst)
-        r = _report(src, dst, labels, case, time.perf_counter() - t0)
-        results.append(r)
-        print(f"{r['input']} -> {r['output']}: shape {r['shape']} {r['orientation']}, liver {r['liver_voxels']} voxels "
-                  f"({r['liver_ml']} mL), tumor {r['tumor_voxels']} voxels ({r['tumor_ml']} mL), {r['seconds']:.1f} s", flush=True)  # fmt: skip
+        t0 = time.perf_counter()
+        write_outputs(seg, job)
+        seg.seconds["write"] = time.perf_counter() - t0
+        results.append(volume_summary(seg, job))
+        _print_row(results[-1])
+    if report is not None:
+        write_json(Path(report).expanduser(), run_report(checkpoint, ckpt, dev, options, results))
     if failed:
-        raise CaseError(f"{len(failed)} of {len(pairs)} volumes failed ({len(results)} written): " + "; ".join(failed))
+        raise CaseError(f"{len(failed)} of {len(jobs)} volumes failed ({len(results)} written): " + "; ".join(failed))
     return results
 
 
 def segment_cli(args: argparse.Namespace) -> None:
     """``python -m liverlib segment``: :func:`segment_file` with the parsed arguments."""
     segment_file(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size,
-                 overwrite=args.overwrite, liver_lcc=args.liver_lcc, amp=getattr(args, "amp", False))  # fmt: skip
+                 overwrite=args.overwrite, skip_existing=args.skip_existing, postprocess=not args.no_postprocess,
+                 tta=args.tta, precision=args.precision, amp=args.amp, probabilities=args.save_probabilities,
+                 report=args.report, series=args.series)  # fmt: skip

@@ -1,8 +1,12 @@
-"""Tests of ``liverlib.segment``: orientation round trip, header keeping, refusals, folder mode and the CLI."""
+"""Tests of ``liverlib.segment``: orientation round trip, header keeping, refusals, folder mode, DICOM input,
+TTA, probabilities, the report, postprocessing, label sidecars, skipping and unwritable outputs, and the CLI."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -13,16 +17,19 @@ from scipy import ndimage
 
 import liverlib.segment as seg
 from liverlib.cli import main
-from liverlib.io import CaseError, from_display, load_case
+from liverlib.dicom import series_ids, write_series
+from liverlib.inference import autocast_dtype, predict_volume
+from liverlib.io import CaseError, from_display, load_case, to_display
 from liverlib.labels import LABELS
 from liverlib.model import build_model
 from liverlib.phantom import make_case, phantom_affine
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunError
 
-REAL_CT = Path("/work/shared/data/real-ct/example_ct_sm.nii.gz")
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "example_ct_sm.nii.gz"
+""" The shared small real CT (122 × 101 × 30, 3 mm, RAS), beside the repository in ``../shared``."""
 HU = np.array([-600, 200, 900], np.int16)  # → 0.2, 0.6, 0.95 in the window below: background, liver, tumor
-FAKE_CONFIG = {"image_size": 32, "hu_window": [-1000, 1000], "use_clahe": False, "clahe_clip": 2.0, "clahe_tile": 8,
+FAKE_CONFIG = {"image_size": 32, "hu_window": [-1000, 1000], "quantize_8bit": False, "use_clahe": False, "clahe_clip": 2.0, "clahe_tile": 8,
                "use_gamma": False, "gamma": 1.2, "model": "threshold", "encoder": "none", "fused_attention": True}  # fmt: skip
 
 
@@ -39,17 +46,35 @@ def expected_labels(hu: np.ndarray) -> np.ndarray:
     return np.select([hu > 600, hu > 0], [LABELS["tumor"], LABELS["liver"]], LABELS["background"]).astype(np.uint8)
 
 
-def _ckpt(path: Path, config: dict, state: dict | None = None) -> Path:
+class RampModel(torch.nn.Module):
+    """Liver logit 8·(x − 0.5) + a cubic ramp rising left → right and top → bottom: not flip-equivariant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.shape[-2:]
+        u, v = torch.linspace(0, 1, cols)[None, None, None, :], torch.linspace(0, 1, rows)[None, None, :, None]
+        ramp = 3 * u**3 + 1.5 * v**3 - 1.2
+        liver = 8 * (x - 0.5) + ramp
+        return torch.cat([torch.zeros_like(x), liver, torch.full_like(x, -30.0)], 1)
+
+
+def _ckpt(path: Path, config: dict, state: dict | None = None, **extra) -> Path:
     config = {**config, "preprocess_key": PreprocessConfig.from_params(config).key}
-    torch.save({"model": state or {}, "config": config, "epoch": 1}, path)
+    torch.save({"model": state or {}, "config": config, "epoch": 1, **extra}, path)
     return path
+
+
+def real_ct() -> Path:
+    """The shared real CT, or skip the test naming what is missing."""
+    if not REAL_CT.is_file():
+        pytest.skip(f"shared real CT not found at ../shared/data/real-ct/{REAL_CT.name} (beside the repository)")
+    return REAL_CT
 
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """A checkpoint whose model is ThresholdModel (injected in place of the checkpoint's weights)."""
     monkeypatch.setattr(seg, "model_from_checkpoint", lambda ckpt, device: ThresholdModel())
-    return _ckpt(tmp_path / "fake.pt", FAKE_CONFIG)
+    return _ckpt(tmp_path / "fake.pt", FAKE_CONFIG, split={"train": [1, 2], "val": [3], "test": [4]})
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +83,7 @@ def tiny_ckpt(tmp_path_factory):
     cfg = {
         **FAKE_CONFIG,
         "hu_window": [],
+        "quantize_8bit": True,
         "use_clahe": True,
         "use_gamma": True,
         "model": "unet_smp",
@@ -99,7 +125,9 @@ def _truncated_bytes() -> bytes:
 def test_lps_mask_overlays_input_voxel_for_voxel(tmp_path, fake):
     vol = tmp_path / "ct-lps.nii.gz"
     data = _random_volume(vol, (32, 32, 7), ("L", "P", "S"))
-    (r,) = seg.segment_file(fake, vol, tmp_path / "out" / "mask.nii.gz", device="cpu", progress=False)
+    (r,) = seg.segment_file(
+        fake, vol, tmp_path / "out" / "mask.nii.gz", device="cpu", postprocess=False, progress=False
+    )
     out, ref = nib.load(r["output"]), nib.load(vol)
     mask = np.asanyarray(out.dataobj)
     assert mask.dtype == np.uint8 and out.get_data_dtype() == np.uint8
@@ -117,7 +145,7 @@ def test_oblique_axis_order_and_resize_keep_labels_in_place(tmp_path, fake):
     """File axes (P, I, R) of 40 × 6 × 24: resized to 32² and back; labels away from block edges are exact."""
     vol = tmp_path / "ct-pir.nii"
     data = _random_volume(vol, (40, 6, 24), ("P", "I", "R"), block=(8, 1, 8), seed=1)
-    seg.segment_file(fake, vol, tmp_path / "mask.nii", device="cpu", batch_size=4, progress=False)
+    seg.segment_file(fake, vol, tmp_path / "mask.nii", device="cpu", batch_size=4, postprocess=False, progress=False)
     mask = np.asanyarray(nib.load(tmp_path / "mask.nii").dataobj)
     expected = expected_labels(data)
     foot = np.ones((5, 1, 5), bool)  # in-plane neighbourhood: axes 0 (P) and 2 (R)
@@ -133,7 +161,7 @@ def test_ras_and_lps_inputs_give_the_same_display_mask_and_keep_spacing(tmp_path
         affine = phantom_affine(codes, spacing, image.shape)
         vol = _write(tmp_path / f"ct-{''.join(codes)}.nii.gz", from_display(image, affine), affine)
         out = tmp_path / f"mask-{''.join(codes)}.nii.gz"
-        seg.segment_file(fake, vol, out, device="cpu", progress=False)
+        seg.segment_file(fake, vol, out, device="cpu", postprocess=False, progress=False)
         src, written = nib.load(vol), nib.load(out)
         assert written.header.get_zooms() == src.header.get_zooms()
         assert written.header.get_xyzt_units() == ("mm", "sec")
@@ -146,30 +174,58 @@ def test_ras_and_lps_inputs_give_the_same_display_mask_and_keep_spacing(tmp_path
     assert np.array_equal(ras, expected_labels(image)) and len(np.unique(ras)) >= 2  # liver on the right only
 
 
-def test_segment_volume_returns_display_labels_and_lcc(tmp_path, fake):
+def _liver_with_islands() -> np.ndarray:
+    """Display HU: a big liver (10 × 10 per slice) holding a 2 × 2 tumor, a separate 3 × 3 liver island and a
+    separate 2 × 2 tumor island, on 4 slices of 32 × 32."""
     image = np.full((4, 32, 32), -600, np.int16)
     image[:, 2:12, 2:12] = 200  # big liver component
-    image[:, 20:22, 20:22] = 900  # small separate "tumor" component
+    image[:, 5:7, 5:7] = 900  # tumor inside it
+    image[:, 20:23, 2:5] = 200  # small liver island
+    image[:, 20:22, 20:22] = 900  # tumor outside any liver
+    return image
+
+
+def test_segment_volume_returns_display_labels_and_postprocesses_by_default(tmp_path, fake):
+    image = _liver_with_islands()
     affine = phantom_affine(("L", "P", "S"), (2.0, 1.0, 1.0), image.shape)
     vol = _write(tmp_path / "ct.nii", from_display(image, affine), affine)
     model, cfg, _ = seg.load_model(fake)
-    labels, case = seg.segment_volume(model, cfg, vol, device="cpu", progress=False)
-    assert labels.dtype == np.uint8 and labels.shape == case.image.shape == image.shape
-    assert np.array_equal(labels, expected_labels(image))
-    kept, _ = seg.segment_volume(model, cfg, vol, device="cpu", liver_lcc=True, progress=False)
-    assert (kept == LABELS["tumor"]).sum() == 0 and (kept == LABELS["liver"]).sum() == 4 * 100
+    raw = seg.segment_volume(model, cfg, vol, device="cpu", postprocess=False, progress=False)
+    assert raw.labels.dtype == np.uint8 and raw.labels.shape == raw.case.image.shape == image.shape
+    assert np.array_equal(raw.labels, expected_labels(image))
+    assert set(raw.seconds) == set(seg.STAGES) - {"write"} and raw.probabilities is None
+    kept = seg.segment_volume(model, cfg, vol, device="cpu", progress=False).labels
+    assert (kept == LABELS["tumor"]).sum() == 4 * 4  # only the tumor inside the kept liver
+    assert (kept == LABELS["liver"]).sum() == 4 * (100 - 4) and not kept[:, 20:, :].any()
 
 
-@pytest.mark.skipif(not REAL_CT.is_file(), reason=f"{REAL_CT} not present (shared test data missing)")
+def test_cli_postprocesses_by_default_and_no_postprocess_keeps_the_raw_prediction(tmp_path, fake, capsys):
+    image = _liver_with_islands()
+    affine = phantom_affine(("R", "A", "S"), (2.0, 1.0, 1.0), image.shape)
+    vol = _write(tmp_path / "ct.nii.gz", from_display(image, affine), affine)
+    base = ["segment", "--checkpoint", str(fake), "--input", str(vol), "--device", "cpu"]
+    assert main([*base, "--output", str(tmp_path / "default.nii.gz")]) == 0
+    assert main([*base, "--output", str(tmp_path / "lcc.nii.gz"), "--liver-lcc"]) == 0  # old flag: accepted, a no-op
+    assert main([*base, "--output", str(tmp_path / "raw.nii.gz"), "--no-postprocess"]) == 0
+    out = {n: load_case(vol, tmp_path / f"{n}.nii.gz").mask for n in ("default", "lcc", "raw")}
+    assert np.array_equal(out["raw"], expected_labels(image))
+    assert np.array_equal(out["default"], out["lcc"]) and not out["default"][:, 20:, :].any()
+    assert np.array_equal(out["default"][:, :12, :12], out["raw"][:, :12, :12])
+    assert "1 components" in capsys.readouterr().out
+
+
 def test_real_ct_segments_to_same_grid(tmp_path, tiny_ckpt):
+    ct = real_ct()
     out = tmp_path / "example_seg_pred.nii.gz"
-    (r,) = seg.segment_file(tiny_ckpt, REAL_CT, out, device="cpu", progress=False)
-    ref, written = nib.load(REAL_CT), nib.load(out)
+    (r,) = seg.segment_file(tiny_ckpt, ct, out, device="cpu", progress=False)
+    ref, written = nib.load(ct), nib.load(out)
     mask = np.asanyarray(written.dataobj)
     assert mask.shape == ref.shape == (122, 101, 30) and mask.dtype == np.uint8
     assert np.allclose(written.affine, ref.affine) and np.allclose(written.header.get_zooms(), 3.0)
     assert set(np.unique(mask)) <= set(LABELS.values())
-    assert r["liver_voxels"] + r["tumor_voxels"] <= mask.size
+    assert r["liver_voxels"] == int((mask == LABELS["liver"]).sum())  # the report counts what was written
+    assert r["tumor_voxels"] == int((mask == LABELS["tumor"]).sum())
+    assert r["liver_ml"] == round(r["liver_voxels"] * 27 / 1000, 1)  # 3 mm voxels: 27 mm³ each
 
 
 def test_refuses_existing_output_unless_overwrite(tmp_path, fake):
@@ -232,8 +288,8 @@ def test_folder_mode_writes_one_mask_per_input(tmp_path, fake):
     a = _random_volume(src / "a.nii", (32, 32, 3), ("L", "P", "S"))
     b = _random_volume(src / "b.nii.gz", (32, 32, 5), ("R", "A", "S"), seed=2)
     (src / "notes.txt").write_text("not a volume")
-    results = seg.segment_file(fake, src, out, device="cpu", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    results = seg.segment_file(fake, src, out, device="cpu", postprocess=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a_seg.json", "a_seg.nii.gz", "b_seg.json", "b_seg.nii.gz"]
     assert [Path(r["input"]).name for r in results] == ["a.nii", "b.nii.gz"]
     assert np.array_equal(np.asanyarray(nib.load(out / "a_seg.nii.gz").dataobj), expected_labels(a))
     assert np.array_equal(np.asanyarray(nib.load(out / "b_seg.nii.gz").dataobj), expected_labels(b))
@@ -253,7 +309,7 @@ def test_folder_mode_writes_the_good_volumes_and_names_the_bad_one(tmp_path, fak
     (src / "broken.nii.gz").write_bytes(full)
     with pytest.raises(CaseError, match=r"1 of 2 volumes failed \(1 written\).*broken.nii.gz"):
         seg.segment_file(fake, src, tmp_path / "masks", device="cpu", progress=False)
-    assert [p.name for p in (tmp_path / "masks").iterdir()] == ["good_seg.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["good_seg.json", "good_seg.nii.gz"]
 
 
 def test_cli_returns_0_on_success_and_2_with_a_message(tmp_path, tiny_ckpt, capsys):
@@ -269,3 +325,250 @@ def test_cli_returns_0_on_success_and_2_with_a_message(tmp_path, tiny_ckpt, caps
     err = capsys.readouterr().err
     assert err.startswith("liverlib segment: error: ") and "mask.nii.gz" in err and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- DICOM input
+
+
+def _series_geometry_affine(folder: Path) -> np.ndarray:
+    """The RAS affine of a series, computed independently of liverlib from SimpleITK's index → LPS mapping."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    img = reader.Execute()
+    corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    ras = [np.array(img.TransformIndexToPhysicalPoint(c)) * [-1, -1, 1] for c in corners]
+    aff = np.eye(4)
+    aff[:3, 3] = ras[0]
+    for axis in range(3):
+        aff[:3, axis] = ras[axis + 1] - ras[0]
+    return aff
+
+
+def test_dicom_series_of_the_real_ct_segments_like_the_nifti(tmp_path, tiny_ckpt):
+    ct = real_ct()
+    ref = nib.load(ct)
+    write_series(np.asanyarray(ref.dataobj), ref.affine, tmp_path / "dicom")
+    (r,) = seg.segment_file(tiny_ckpt, tmp_path / "dicom", tmp_path / "from_dicom.nii.gz", device="cpu", progress=False)
+    seg.segment_file(tiny_ckpt, ct, tmp_path / "from_nifti.nii.gz", device="cpu", progress=False)
+    out, nif = nib.load(tmp_path / "from_dicom.nii.gz"), nib.load(tmp_path / "from_nifti.nii.gz")
+    assert np.allclose(out.affine, _series_geometry_affine(tmp_path / "dicom"), atol=1e-4)
+    assert np.allclose(out.affine, ref.affine, atol=1e-4) and out.shape == ref.shape
+    assert out.header["sform_code"] == 1 and out.header.get_xyzt_units()[0] == "mm"
+    mask = np.asanyarray(out.dataobj)
+    assert np.array_equal(mask, np.asanyarray(nif.dataobj)) and r["orientation"] == "RAS"
+    assert r["input"] == str(tmp_path / "dicom")
+
+
+def test_dicom_lps_series_with_reversed_slices_lands_where_the_nifti_does(tmp_path, fake):
+    """A NIfTI whose k axis runs S → I: the series is re-sorted by position, the masks still overlay in RAS."""
+    image, _, spacing = make_case(0, 32, 16, np.random.default_rng(5))
+    affine = phantom_affine(("L", "P", "I"), spacing, image.shape)
+    data = from_display(image, affine)
+    vol = _write(tmp_path / "ct.nii.gz", data, affine)
+    write_series(data, affine, tmp_path / "dicom")
+    seg.segment_file(fake, tmp_path / "dicom", tmp_path / "d.nii.gz", device="cpu", postprocess=False, progress=False)
+    seg.segment_file(fake, vol, tmp_path / "n.nii.gz", device="cpu", postprocess=False, progress=False)
+    d, n = nib.load(tmp_path / "d.nii.gz"), nib.load(tmp_path / "n.nii.gz")
+    assert nib.aff2axcodes(d.affine) == ("L", "P", "S")  # GDCM sorts slices along the normal
+    assert np.allclose(d.affine, _series_geometry_affine(tmp_path / "dicom"), atol=1e-4)
+    dm, nm = np.asanyarray(d.dataobj), np.asanyarray(n.dataobj)
+    assert np.array_equal(to_display(dm, d.affine), to_display(nm, n.affine))
+    assert np.array_equal(to_display(dm, d.affine), expected_labels(image)) and len(np.unique(dm)) >= 2
+    # world position of a voxel agrees: voxel (0, 0, 0) of the DICOM mask is the last slice of the NIfTI one
+    assert np.allclose(d.affine @ [0, 0, 0, 1], n.affine @ [0, 0, data.shape[2] - 1, 1], atol=1e-4)
+
+
+def test_folder_with_two_series_is_refused_naming_both_and_series_picks_one(tmp_path, fake, capsys):
+    a = _random_volume(tmp_path / "a.nii", (32, 32, 3), ("L", "P", "S"))
+    b = _random_volume(tmp_path / "b.nii", (32, 32, 4), ("L", "P", "S"), seed=2)
+    aff = nib.load(tmp_path / "a.nii").affine
+    write_series(a, aff, tmp_path / "dicom", series_uid="1.2.3.1")
+    write_series(b, nib.load(tmp_path / "b.nii").affine, tmp_path / "dicom2", series_uid="1.2.3.2")
+    for f in (tmp_path / "dicom2").iterdir():
+        f.rename(tmp_path / "dicom" / f"b-{f.name}")
+    assert series_ids(tmp_path / "dicom") == {"1.2.3.1": 3, "1.2.3.2": 4}
+    args = ["segment", "--checkpoint", str(fake), "--input", str(tmp_path / "dicom"), "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "m.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1.2.3.1 (3 files)" in err and "1.2.3.2 (4 files)" in err
+    assert "--series UID" in err and not (tmp_path / "m.nii.gz").exists()
+    assert main([*args, "--output", str(tmp_path / "m.nii.gz"), "--series", "1.2.3.2", "--no-postprocess"]) == 0
+    assert np.array_equal(np.asanyarray(nib.load(tmp_path / "m.nii.gz").dataobj), expected_labels(b))
+    with pytest.raises(CaseError, match="no series 9.9"):
+        seg.segment_file(fake, tmp_path / "dicom", tmp_path / "x.nii.gz", series="9.9", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CaseError, match="no .nii or .nii.gz files and no DICOM series"):
+        seg.segment_file(fake, tmp_path / "empty", tmp_path / "x.nii.gz", progress=False)
+
+
+# ---------------------------------------------------------------- TTA, precision, probabilities
+
+
+def test_tta_averages_the_four_flips(tmp_path):
+    model = RampModel()
+    images = np.full((2, 16, 16), 0.5, np.float32)  # a flat image: only the ramp decides
+    plain, p_plain = predict_volume(model, images, keep_probabilities=True)
+    tta, p_tta = predict_volume(model, images, tta=True, keep_probabilities=True)
+    assert not np.array_equal(plain, plain[..., ::-1])  # the model alone is not symmetric …
+    assert np.array_equal(tta, tta[..., ::-1]) and np.array_equal(tta, tta[..., ::-1, :])  # … its TTA average is
+    x = torch.from_numpy(images)[:, None]
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    manual = sum(model(x.flip(d) if d else x).softmax(1).flip(d) if d else model(x).softmax(1) for d in flips) / 4
+    assert np.allclose(p_tta.astype(np.float32), manual.numpy(), atol=1e-3)
+    assert np.allclose(p_plain.astype(np.float32), model(x).softmax(1).numpy(), atol=1e-3)
+    same, _ = predict_volume(ThresholdModel(), np.random.default_rng(0).random((3, 16, 16)), tta=True)
+    assert np.array_equal(same, predict_volume(ThresholdModel(), np.random.default_rng(0).random((3, 16, 16)))[0])
+
+
+def test_cli_tta_and_report_record_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(seg, "model_from_checkpoint", lambda ckpt, device: RampModel())
+    ckpt = _ckpt(tmp_path / "ramp.pt", FAKE_CONFIG)
+    image = np.zeros((2, 32, 32), np.int16)  # 0 HU → 0.5: the ramp alone decides
+    affine = phantom_affine(("L", "P", "S"), (2.0, 1.0, 1.0), image.shape)
+    vol = _write(tmp_path / "ct.nii", from_display(image, affine), affine)
+    args = ["segment", "--checkpoint", str(ckpt), "--input", str(vol), "--device", "cpu", "--no-postprocess"]
+    assert main([*args, "--output", str(tmp_path / "tta.nii.gz"), "--tta", "--report", str(tmp_path / "r.json")]) == 0
+    assert main([*args, "--output", str(tmp_path / "plain.nii.gz")]) == 0
+    tta, plain = (load_case(vol, tmp_path / f"{n}.nii.gz").mask for n in ("tta", "plain"))
+    assert np.array_equal(tta, tta[..., ::-1]) and not np.array_equal(plain, plain[..., ::-1])
+    assert json.loads((tmp_path / "r.json").read_text())["options"]["tta"] is True
+
+
+def test_precision_choice_and_bf16_on_cpu():
+    assert autocast_dtype("cpu", "auto") is None and autocast_dtype("cpu", "fp32") is None
+    assert autocast_dtype("cpu", "bf16") == torch.bfloat16 and autocast_dtype("cpu", "auto", amp=True) is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("cpu", "fp16")
+    images = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32)
+    fp32, _ = predict_volume(ThresholdModel(), images, precision="fp32")
+    bf16, _ = predict_volume(ThresholdModel(), images, precision="bf16")
+    assert np.array_equal(fp32, bf16) and len(np.unique(fp32)) == 3
+
+
+def test_probabilities_are_float16_on_the_input_grid_and_sum_to_one(tmp_path, fake):
+    vol = tmp_path / "ct-pir.nii.gz"
+    data = _random_volume(vol, (40, 6, 24), ("P", "I", "R"), block=(8, 1, 8), seed=1)
+    out, probs = tmp_path / "mask.nii.gz", tmp_path / "probs.npz"
+    seg.segment_file(fake, vol, out, device="cpu", probabilities=probs, postprocess=False, progress=False)
+    with np.load(probs) as z:
+        assert sorted(z.files) == ["background", "liver", "tumor"]
+        p = np.stack([z["background"], z["liver"], z["tumor"]])
+    assert p.dtype == np.float16 and p.shape == (3, *data.shape)  # the input's voxel order, not display
+    assert np.allclose(p.astype(np.float32).sum(0), 1.0, atol=2e-3) and p.min() >= 0
+    assert np.array_equal(p.astype(np.float32).argmax(0), np.asanyarray(nib.load(out).dataobj))
+    with pytest.raises(CaseError, match="give a .npz file name"):
+        seg.segment_file(fake, vol, tmp_path / "m2.nii.gz", probabilities=tmp_path / "p.npy", progress=False)
+    with pytest.raises(FileExistsError, match="probs.npz"):
+        seg.segment_file(fake, vol, tmp_path / "m3.nii.gz", probabilities=probs, progress=False)
+
+
+def test_folder_mode_writes_probabilities_per_input(tmp_path, fake):
+    src = tmp_path / "cts"
+    src.mkdir()
+    for name, shape in [("a.nii", (32, 32, 3)), ("b.nii.gz", (32, 32, 5))]:
+        _random_volume(src / name, shape, ("L", "P", "S"))
+    seg.segment_file(fake, src, tmp_path / "masks", device="cpu", probabilities=tmp_path / "probs", progress=False)
+    assert sorted(p.name for p in (tmp_path / "probs").iterdir()) == ["a_probs.npz", "b_probs.npz"]
+    with np.load(tmp_path / "probs" / "b_probs.npz") as z:
+        assert z["liver"].shape == (32, 32, 5)
+
+
+# ---------------------------------------------------------------- report, sidecar, skipping, unwritable outputs
+
+
+def test_report_records_versions_checkpoint_timings_volumes_and_hu(tmp_path, fake):
+    image = _liver_with_islands()
+    image[:, 9:11, 9:11] = 900  # a second tumor inside the liver, not touching the first
+    affine = phantom_affine(("L", "P", "S"), (2.0, 1.0, 0.5), image.shape)
+    vol = _write(tmp_path / "ct.nii.gz", from_display(image, affine), affine)
+    report = tmp_path / "out" / "report.json"
+    seg.segment_file(fake, vol, tmp_path / "mask.nii.gz", device="cpu", report=report, progress=False)
+    rep = json.loads(report.read_text())
+    assert rep["versions"]["torch"] == torch.__version__.split("+")[0] or rep["versions"]["torch"] == torch.__version__
+    assert rep["versions"]["SimpleITK"] and rep["versions"]["nibabel"] == nib.__version__
+    assert rep["torch_device"] == "cpu" and rep["device"]
+    assert rep["checkpoint"]["sha256"] == hashlib.sha256(fake.read_bytes()).hexdigest()
+    assert rep["checkpoint"]["config"]["hu_window"] == [-1000, 1000]
+    assert rep["checkpoint"]["split"] == {"train": [1, 2], "val": [3], "test": [4]}
+    (v,) = rep["volumes"]
+    assert set(v["seconds"]) == set(seg.STAGES) and all(s >= 0 for s in v["seconds"].values())
+    assert v["tumor_components"] == 2 and v["tumor_voxels"] == 4 * 8  # the island outside the liver is gone
+    assert v["liver_ml"] == round(4 * (100 - 8) * 1.0 / 1000, 1) and v["tumor_ml"] == round(32 / 1000, 1)
+    kept = load_case(vol, tmp_path / "mask.nii.gz").mask
+    assert v["mean_hu"] == {"background": round(float(image[kept == 0].mean()), 1), "liver": 200.0, "tumor": 900.0}
+    assert v["mean_hu"]["background"] > -600  # the removed islands count as background
+    assert rep["label_names"] == {"0": "background", "1": "liver", "2": "tumor"}
+
+
+def test_mask_has_a_label_sidecar(tmp_path, fake):
+    vol = tmp_path / "ct.nii.gz"
+    _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
+    seg.segment_file(fake, vol, tmp_path / "mask.nii.gz", device="cpu", progress=False)
+    side = json.loads((tmp_path / "mask.json").read_text())
+    assert side == {"labels": {"0": "background", "1": "liver", "2": "tumor"}}
+    assert {int(k): v for k, v in side["labels"].items()} == {v: k for k, v in LABELS.items()}
+
+
+def test_skip_existing_skips_written_masks_and_says_so(tmp_path, fake, capsys):
+    src, out = tmp_path / "cts", tmp_path / "masks"
+    src.mkdir()
+    _random_volume(src / "a.nii", (32, 32, 3), ("L", "P", "S"))
+    _random_volume(src / "b.nii", (32, 32, 3), ("L", "P", "S"), seed=4)
+    out.mkdir()
+    (out / "a_seg.nii.gz").write_bytes(b"keep me")
+    results = seg.segment_file(fake, src, out, device="cpu", skip_existing=True, progress=False)
+    printed = capsys.readouterr().out
+    assert "skipping 1 input(s) whose mask exists: a_seg.nii.gz" in printed
+    assert [Path(r["input"]).name for r in results] == ["b.nii"] and (out / "a_seg.nii.gz").read_bytes() == b"keep me"
+    assert nib.load(out / "b_seg.nii.gz").shape == (32, 32, 3)
+    assert seg.segment_file(fake, src, out, device="cpu", skip_existing=True, progress=False) == []
+    with pytest.raises(RunError, match="exclude each other"):
+        seg.segment_file(fake, src, out, overwrite=True, skip_existing=True, progress=False)
+
+
+@pytest.mark.parametrize("which", ["mask", "probabilities", "report"])
+def test_unwritable_output_is_refused_before_any_inference(tmp_path, monkeypatch, which, capsys):
+    def no_model(ckpt, device):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(seg, "model_from_checkpoint", no_model)
+    ckpt = _ckpt(tmp_path / "fake.pt", FAKE_CONFIG)
+    vol = tmp_path / "ct.nii.gz"
+    _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
+    (tmp_path / "a_file").write_text("not a folder")
+    bad = tmp_path / "a_file" / "sub"
+    paths = {"mask": tmp_path / "mask.nii.gz", "probabilities": None, "report": None}
+    paths[which] = bad / {"mask": "mask.nii.gz", "probabilities": "p.npz", "report": "r.json"}[which]
+    args = [
+        "segment",
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(vol),
+        "--output",
+        str(paths["mask"]),
+        "--device",
+        "cpu",
+    ]
+    args += ["--save-probabilities", str(paths["probabilities"])] if paths["probabilities"] else []
+    args += ["--report", str(paths["report"])] if paths["report"] else []
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(paths[which]) in err and "a_file is a file, not a folder" in err
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the file-parent test covers root")
+def test_read_only_output_folder_is_refused(tmp_path, fake):
+    vol = tmp_path / "ct.nii.gz"
+    _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(CaseError, match="mask.nii.gz: cannot be written: no write permission"):
+            seg.segment_file(fake, vol, ro / "mask.nii.gz", device="cpu", progress=False)
+    finally:
+        ro.chmod(0o700)
