@@ -92,15 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gz", action="store_true", help="write .nii.gz")
     g.set_defaults(func=_phantom)
 
-    seg = sub.add_parser("segment", help="segment CT volumes (NIfTI) with a trained checkpoint")
+    seg = sub.add_parser("segment", help="segment CT volumes (NIfTI or a DICOM series) with a trained checkpoint",
+                         description="Segment liver and tumor; see docs/segment.md.")  # fmt: skip
     seg.add_argument("--checkpoint", required=True)
-    seg.add_argument("--input", required=True, help="a .nii/.nii.gz volume or a folder of them")
-    seg.add_argument("--output", required=True, help="output mask file, or a folder when --input is a folder")
+    seg.add_argument("--input", required=True, help="a .nii/.nii.gz volume, a folder of them, or a DICOM series folder")
+    seg.add_argument("--output", required=True, help="output mask file, or a folder when --input is a NIfTI folder")
+    seg.add_argument("--series", metavar="UID", help="the DICOM series to read from a folder holding several")
     seg.add_argument("--device", default="auto")
     seg.add_argument("--batch-size", type=int, default=16)
+    seg.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="auto: fp32 on CPU, --amp decides on CUDA; bf16: autocast in bfloat16 (default: auto)")  # fmt: skip
+    seg.add_argument("--tta", action="store_true", help="average over flipped slices (4x slower; default off)")
+    seg.add_argument("--save-probabilities", metavar="PATH.npz",
+                     help="float16 background/liver/tumor probabilities on the input grid (a folder in folder mode)")  # fmt: skip
+    seg.add_argument("--report", metavar="OUT.json", help="versions, device, checkpoint, timings, volumes, mean HU")
+    seg.add_argument("--no-postprocess", action="store_true",
+                     help="write the raw prediction (default: keep the largest liver component, tumor inside it)")  # fmt: skip
+    seg.add_argument(
+        "--liver-lcc", action="store_true", help=argparse.SUPPRESS
+    )  # the default now; kept for old scripts
     seg.add_argument("--overwrite", action="store_true")
-    seg.add_argument("--liver-lcc", action="store_true", help="keep only the largest liver component")
-    seg.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
+    seg.add_argument("--skip-existing", action="store_true", help="skip inputs whose mask exists (folder mode)")
+    seg.add_argument(
+        "--amp", action="store_true", help="mixed precision on CUDA under --precision auto (ignored on CPU)"
+    )
     seg.set_defaults(func=_segment)
 
     b = sub.add_parser("bench", help="benchmark training, inference and the data path; writes docs/benchmarks.md")
