@@ -1,4 +1,10 @@
-"""Command line: ``python -m liverlib {study,segment,phantom,bench} ...``."""
+"""Command line: ``python -m liverlib {study,train,segment,phantom,bench} ...``.
+
+Exit codes: 0 done; 2 a usage mistake (bad arguments or parameters, an input that cannot be used, an
+output that exists) — nothing was changed; 1 a failure while running (a refused or failed stage, an
+unwritable target, a bad checkpoint); 130 interrupted (Ctrl-C: rerun the same command to resume).
+Every error is one line, ``liverlib <command>: error: <what, naming the file>``.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,28 @@ from liverlib.run import RunError
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, object]:
-    """``KEY=VALUE`` pairs with YAML values (``epochs=10``, ``hu_window=[-200,250]``)."""
+    """``KEY=VALUE`` pairs with YAML values (``epochs=10``, ``hu_window=[-200,250]``), in order.
+
+    Raises:
+        ParamError: a pair without ``=`` or without a key, a value that is not YAML, or one key given
+            twice with different values (the earlier one would be silently dropped). An empty or null
+            value is kept as null, so the parameter check names it ("needs a value").
+    """
     import yaml
 
-    out = {}
+    out: dict[str, object] = {}
     for kv in pairs or []:
-        key, _, val = kv.partition("=")
-        out[key] = yaml.safe_load(val)
+        key, eq, val = kv.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ParamError(f"--set {kv!r}: expected KEY=VALUE (e.g. epochs=10)")
+        try:
+            value = yaml.safe_load(val) if val.strip() else None
+        except yaml.YAMLError as exc:
+            raise ParamError(f"--set {kv!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if key in out and out[key] != value:
+            raise ParamError(f"--set {key} given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value
     return out
 
 
@@ -27,7 +48,9 @@ def _study(a: argparse.Namespace) -> None:
     overrides = _overrides(a.set)
     if a.data_dir is not None:
         overrides["data_dir"] = a.data_dir
-    if a.run_name:
+    if a.run_name is not None:
+        if not a.run_name.strip():
+            raise ParamError("--run-name '': give a folder name (or leave --run-name out for the profile's)")
         overrides["run_name"] = a.run_name
     run_study(a.f, overrides=overrides, start=a.start, only=a.only)
 
@@ -73,12 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-name", help="output folder name under outputs/")
     s.add_argument("--start", help="restart from this notebook number, e.g. 03")
     s.add_argument("--only", nargs="+", help="run only these notebook numbers")
-    s.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override single parameters (YAML values)")
+    s.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override single parameters (YAML values; repeatable)")  # fmt: skip
     s.set_defaults(func=_study)
 
     t = sub.add_parser("train", help="train one model on a run's cache (notebooks 01-02 first); works under torchrun")
     t.add_argument("-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable)")
-    t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override single parameters (YAML values)")
+    t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override single parameters (YAML values; repeatable)")  # fmt: skip
     t.add_argument("--model", help="hybrid or unet_smp (default: the params' model)")
     t.set_defaults(func=_train)
 
@@ -130,12 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+USAGE_ERRORS = (ParamError, CaseError, FileExistsError, FileNotFoundError)
+"""Exit 2: the command was given something it cannot use; nothing was changed."""
+
+FAILURES = (RunError, OSError)
+"""Exit 1: a stage refused or failed while running (e.g. an earlier run with other parameters, an unwritable target)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one clear line and exit 2."""
+    """Entry point; errors print one clear line (exit codes in the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ParamError, CaseError, RunError, FileNotFoundError, FileExistsError) as exc:
-        print(f"liverlib {args.cmd}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        what = str(exc) or "interrupted; rerun the same command to resume"
+        print(f"liverlib {args.cmd}: {what}", file=sys.stderr)
+        return 130
+    except USAGE_ERRORS as exc:
+        print(f"liverlib {args.cmd}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except FAILURES as exc:
+        print(f"liverlib {args.cmd}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line; an OSError names its file (``[Errno 13] Permission denied: 'x'``)."""
+    text = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split()) or type(exc).__name__

@@ -341,9 +341,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     ``.<stem>.<8 random chars><suffixes>``); :func:`remove_stale_temps` removes those.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     prefix, suffix = _temp_affixes(path.name)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    except OSError as exc:  # name the target, not the temp file
+        raise type(exc)(exc.errno, f"cannot write here ({exc.strerror})", str(path)) from None
     os.close(fd)
     tmp = Path(name)
     try:

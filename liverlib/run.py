@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from liverlib.io import atomic_write
-from liverlib.params import Params, resolve_path
+from liverlib.params import DEFAULTS, Params, resolve_path
 
 
 class RunError(RuntimeError):
@@ -96,7 +96,14 @@ class RunDir:
         if not p.run_name or "/" in p.run_name or p.run_name.startswith("."):
             raise RunError(f"run_name must be a plain folder name, got {p.run_name!r}")
         root = resolve_path(p.output_root) / p.run_name
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".liverlib-write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise RunError(f"{root}: cannot create or write the run folder ({exc.strerror or exc}); "
+                           "check output_root and run_name") from None  # fmt: skip
         return cls(root)
 
     @property
@@ -150,6 +157,8 @@ class RunDir:
         current = _clean(values)
         if path.is_file():
             before = json.loads(path.read_text())
+            # a key added to liverlib since that run counts as unchanged while it has its default value
+            before = {**{k: v for k, v in _clean(DEFAULTS).items() if k in current and k not in before}, **before}
             if before == current:
                 return True
             changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))

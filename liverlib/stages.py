@@ -12,7 +12,7 @@ import pandas as pd
 
 from liverlib.curation import curate, table3
 from liverlib.io import load_case
-from liverlib.params import CURATION_KEYS, Params, resolve_path
+from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params, resolve_path
 from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
 from liverlib.run import RunDir, RunError, read_json, write_json, write_table
 
@@ -45,6 +45,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         write_json(run.splits, {"seed": p.seed, "folds": p.folds, "fold": p.fold, "data_dir": str(res["data_dir"]),
                                 "splits": splits})  # fmt: skip
         run.record("01_curation", p.subset(CURATION_KEYS))  # only once the outputs exist
+    write_json(run.root / "params.json", {"parameters": dict(p)})  # the run's resolved parameters (later stages)
     t3 = table3(manifest)
     write_table(t3, run.table("table03_split_summary"))
     render_fig02(run)
@@ -106,6 +107,7 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     run = RunDir.from_params(p)
     run.require("manifest.csv", "volumes.csv")
     cfg = cfg or PreprocessConfig.from_params(p)
+    run.guard("02_preprocessing", cfg.as_params(), overwrite=p.overwrite, record=False)
     stats = build_cache(selected_volumes(run), cfg, cache_root(p), progress=progress)
     manifest = pd.read_csv(run.manifest)
     out: dict[str, Any] = {"run": run, "stats": stats}
@@ -116,6 +118,7 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
                    fig04=run.figure("fig04_intensity_histograms"))  # fmt: skip
     stats["manifest_slices"] = {s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}
     write_json(run.root / "preprocess.json", stats)
+    run.record("02_preprocessing", cfg.as_params())
     return out
 
 
@@ -134,10 +137,13 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     out = {"run": run, "table01": t1, "parameters": counts, "main": result}
     if p.train_baseline and p.model != "unet_smp":
         out["baseline"] = train(p, model_name="unet_smp", epochs=p.baseline_epochs or p.epochs, progress=progress)
+    settings_keys = (*TRAIN_KEYS, "data_dir", "device", "amp", "channels_last", "compile", "num_workers")
     write_json(run.root / "training.json", {
         "parameters": counts, "model": p.model, "best_epoch": result["best_epoch"], "device": result["device"],
         "amp": result["amp"], "epochs": int(hist.epoch.max()), "train_seconds": float(hist.epoch_seconds.sum()),
         "baseline_best_epoch": out["baseline"]["best_epoch"] if "baseline" in out else None,
+        "trained_parameters": result["parameters"], "split": result["split"],
+        "settings": {k: p[k] for k in settings_keys},
     })  # fmt: skip
     out.update(report.render_training(run, p))
     return out
@@ -150,15 +156,39 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib.evaluation import evaluate, write_outputs
 
     run = RunDir.from_params(p)
+    check_no_leak(run, p.model)
+    run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
     ev = evaluate(p, progress=progress)
     write_outputs(run, ev)
     out = {"run": run, **ev}
     if p.train_baseline and p.model != "unet_smp" and (model_dir(run, "unet_smp") / "best.pt").is_file():
+        check_no_leak(run, "unet_smp")
         base = evaluate(p, model_name="unet_smp", progress=progress, save_predictions=False)
         write_outputs(run, base, prefix="models/unet_smp")
         out["baseline_summary"] = base["summary"]
     out.update(report.render_evaluation(run))
+    run.record("04_evaluation", p.subset(EVAL_KEYS))
     return out
+
+
+EVAL_KEYS = ("model", "eval_batch_size", "liver_lcc", "bootstrap_resamples", "train_baseline")
+"""What stage 04 may change; a rerun with other values is refused without ``overwrite``."""
+
+ABLATION_KEYS = ("ablation_arms", "ablation_epochs")
+"""What stage 05 may change."""
+
+
+def check_no_leak(run: RunDir, model_name: str) -> None:
+    """Refuse to evaluate a checkpoint whose training or validation volumes are in this run's test set.
+
+    Raises:
+        RunError: naming the checkpoint and the shared volume ids (retrain first).
+    """
+    from liverlib.checkpoint import check_not_trained_on, load_checkpoint, model_dir
+    from liverlib.training import run_split
+
+    path = model_dir(run, model_name) / "best.pt"
+    check_not_trained_on(load_checkpoint(path), run_split(run)["test"], path)
 
 
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
@@ -168,9 +198,11 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
+    run.guard("05_ablation", p.subset(ABLATION_KEYS), overwrite=p.overwrite, record=False)
     t4 = _run(p, progress=progress)
     write_table(t4, run.table("table04_ablation"))
     figures.save_figure(figures.fig_ablation(t4), run.figure("fig_ablation"))
+    run.record("05_ablation", p.subset(ABLATION_KEYS))
     return {"run": run, "table04": t4, "fig": run.figure("fig_ablation")}
 
 

@@ -3,12 +3,15 @@
 ``python -m liverlib study -f params/base.yaml -f params/smoke.yaml`` runs 01 → 06 into
 ``outputs/<run_name>/notebooks/``; it stops at the first failing notebook, naming the cell error and
 the partial executed notebook, and ``--start 03`` resumes from a stage (each stage reads only the
-files earlier stages wrote).
+files earlier stages wrote). A notebook is executed into ``notebooks/failed/`` and moved beside the
+others only when it succeeded, so a refused, failed or interrupted rerun never replaces the executed
+notebook of the last good run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +44,7 @@ def notebooks(root: Path | None = None) -> list[Path]:
 def study_parameters(profiles: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge profiles and overrides, validated (an unknown key is an error, not papermill's warning)."""
     values = load_profiles(*profiles)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None or k == "data_dir"})
+    values.update(overrides or {})  # a null override is checked like any value ("needs a value"), never dropped
     resolve(_source="profiles and overrides", **values)  # full validation, including cross-field checks
     return values
 
@@ -61,8 +64,6 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
     Raises:
         SystemExit: at the first failing notebook, after printing its error and partial output path.
     """
-    import papermill as pm
-
     values = study_parameters(profiles, overrides)
     p = resolve(**values)
     if p.folds and all_folds:
@@ -77,21 +78,17 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
             raise ParamError(f"--start {start!r}: no notebook of {names} starts with it")
         nbs = nbs[next(i for i, n in enumerate(names) if n.startswith(start)) :]
     if only:
+        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in nbs)]
+        if unknown:
+            raise ParamError(f"--only {' '.join(unknown)}: no notebook of {[nb.name for nb in nbs]} starts with it")
         nbs = [nb for nb in nbs if any(nb.name.startswith(o) for o in only)]
     timing_path = run.root / "study.json"
     timings = read_json(timing_path)["notebooks"] if timing_path.is_file() else {}
     print(f"liverlib study: run {p.run_name!r} -> {run.root}", flush=True)
     for i, nb in enumerate(nbs, 1):
-        out = out_dir / nb.name
         print(f"[{i}/{len(nbs)}] {nb.name}", flush=True)
         t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=values, kernel_name="python3", cwd=str(nb.parent),
-                                progress_bar=sys.stderr.isatty(), report_mode=False)  # fmt: skip
-        except pm.PapermillExecutionError as exc:
-            print(f"\nFAILED in {nb.name}, cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
-            print(f"the partial executed notebook is {out}", file=sys.stderr)
-            raise SystemExit(1) from None
+        execute_notebook(nb, out_dir, values)
         seconds = time.perf_counter() - t0
         timings[nb.name] = round(seconds, 1)
         write_json(timing_path, {"profiles": profiles, "parameters": values, "notebooks": timings,
@@ -99,6 +96,43 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         print(f"      done in {seconds:.1f} s", flush=True)
     print(f"liverlib study: finished; outputs in {run.root}", flush=True)
     return run.root
+
+
+def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
+    """Run one notebook with papermill into ``out_dir/failed/``; move it to ``out_dir`` only if it succeeded.
+
+    Raises:
+        SystemExit: (1) a cell failed or the kernel died — the message names the notebook, the cell and the
+            partial notebook (left in ``failed/``); the last good executed notebook is kept.
+        KeyboardInterrupt: Ctrl-C, with a message naming the partial notebook and how to resume.
+    """
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    partial, out = out_dir / "failed" / nb.name, out_dir / nb.name
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(nb), str(partial), parameters=values, kernel_name="python3", cwd=str(nb.parent),
+                            progress_bar=sys.stderr.isatty(), report_mode=False)  # fmt: skip
+    except pm.PapermillExecutionError as exc:
+        print(f"\nFAILED in {nb.name}, cell {exc.exec_count}: {exc.ename}: {' '.join(str(exc.evalue).split())}",
+              file=sys.stderr)  # fmt: skip
+        print(
+            f"the partial executed notebook is {partial}; the last good one (if any) is kept at {out}", file=sys.stderr
+        )
+        raise SystemExit(1) from None
+    except DeadKernelError as exc:
+        print(f"\nFAILED in {nb.name}: the kernel died ({' '.join(str(exc).split())[:200]}; out of memory?)",
+              file=sys.stderr)  # fmt: skip
+        print(
+            f"the partial executed notebook is {partial}; the last good one (if any) is kept at {out}", file=sys.stderr
+        )
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted in {nb.name} (partial notebook {partial}); rerun the same command to "
+                                "resume: finished stages and epochs are reused") from None  # fmt: skip
+    os.replace(partial, out)
+    return out
 
 
 def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,

@@ -1,0 +1,119 @@
+"""CLI mistakes are one-line errors with consistent exit codes (2 usage, 1 failure, 130 interrupted), and the
+study runner never replaces the executed notebook of the last good run (issue 9 items 3, 6, 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import liverlib.study as study
+from liverlib.cli import _overrides, main
+from liverlib.params import ParamError
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ["-f", str(ROOT / "params/base.yaml"), "-f", str(ROOT / "params/smoke.yaml")]
+
+
+def _err(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    return err
+
+
+@pytest.mark.reliability("'--set epochs given twice (10 and 20); give it once'", 2, "nothing run")
+def test_repeated_set_is_an_error_and_repeats_accumulate(capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", *PROFILES, "--set", "epochs=10", "--set", "epochs=20"]) == 2
+    assert "epochs given twice" in _err(capsys)
+    # two --set options with different keys are both kept (argparse used to keep only the last one)
+    from liverlib.cli import build_parser
+
+    a = build_parser().parse_args(["study", *PROFILES, "--set", "epochs=3", "--set", "output_root=/tmp/x"])
+    assert _overrides(a.set) == {"epochs": 3, "output_root": "/tmp/x"}
+
+
+@pytest.mark.reliability("'epochs' needs a value / 'expected KEY=VALUE'", 2, "nothing run")
+@pytest.mark.parametrize("pair, says", [("epochs=null", "'epochs' needs a value"), ("image_size=", "'image_size' needs a value"),
+                                        ("seed", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"),
+                                        ("hu_window=[1,", "not valid YAML")])  # fmt: skip
+def test_bad_set_values_are_not_dropped(pair: str, says: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", *PROFILES, "--set", pair]) == 2
+    assert says in _err(capsys)
+
+
+@pytest.mark.reliability("'--run-name '': give a folder name'", 2, "nothing run")
+def test_empty_run_name_is_refused(capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", *PROFILES, "--run-name", ""]) == 2
+    assert "--run-name" in _err(capsys)
+
+
+@pytest.mark.reliability("'--only 07: no notebook ... starts with it'", 2, "nothing run")
+def test_only_an_unknown_notebook_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["study", *PROFILES, "--set", f"output_root={tmp_path}", "--only", "07"]) == 2
+    assert "--only 07" in _err(capsys)
+
+
+@pytest.mark.reliability("'<output_root>/<run>: cannot create or write the run folder'", 1, "nothing written")
+def test_unwritable_output_root_names_the_target(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["study", *PROFILES, "--set", f"output_root={blocker}"]) == 1
+    err = _err(capsys)
+    assert f"{blocker}/smoke: cannot create or write the run folder" in err and ".tmp" not in err
+
+
+@pytest.mark.reliability("'interrupted at epoch N ...; rerun the same command to resume'", 130, "last complete epoch")
+def test_ctrl_c_exits_130_with_how_to_resume(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import liverlib.training as tr
+
+    def interrupted(p, model_name=None):
+        raise tr.TrainingInterrupted("hybrid: interrupted at epoch 3 of 6; rerun the same command to resume")
+
+    monkeypatch.setattr(tr, "train", interrupted)
+    assert main(["train", *PROFILES]) == 130
+    assert "interrupted at epoch 3 of 6; rerun the same command to resume" in _err(capsys)
+
+
+def test_overrides_parse_yaml_values() -> None:
+    assert _overrides(["hu_window=[-200, 250]", "lr=1.0e-3", "data_dir=null"]) == {
+        "hu_window": [-200, 250], "lr": 1e-3, "data_dir": None}  # fmt: skip
+    with pytest.raises(ParamError):
+        _overrides(["novalue"])
+
+
+def _notebook(path: Path, code: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("run_name = 'x'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.reliability("'FAILED in 01_x.ipynb, cell 2: ...' / 'the kernel died'; names the partial in notebooks/failed/",
+                         1, "the last good executed notebook")  # fmt: skip
+@pytest.mark.parametrize("code, says", [("raise ValueError('bad cell')", "ValueError: bad cell"),
+                                        ("import os; os._exit(3)", "the kernel died")])  # fmt: skip
+def test_failed_rerun_keeps_the_last_good_notebook(code: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    good = _notebook(nb_dir / "01_x.ipynb", "print('good run')")
+    monkeypatch.setattr(study, "notebooks", lambda root=None: [good])
+    out = tmp_path / "out"
+    args = [*PROFILES, "--set", f"output_root={out}"]
+    assert main(["study", *args]) == 0
+    executed = out / "smoke/notebooks/01_x.ipynb"
+    assert "good run" in executed.read_text()
+    _notebook(good, code)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["study", *args])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert says in err and str(out / "smoke/notebooks/failed/01_x.ipynb") in err
+    assert "good run" in executed.read_text()  # the last good run's notebook is kept
+    assert (out / "smoke/notebooks/failed/01_x.ipynb").is_file()
