@@ -1,4 +1,9 @@
-"""Figures, tables and ``report.md`` rebuilt from a run folder's files (no training; notebooks 03, 04, 06)."""
+"""Figures, tables and ``report.md`` rebuilt from a run folder's files (no training; notebooks 03, 04, 06).
+
+Settings (lr, batch, epochs, image size, data, model) come from the run's recorded files — ``training.json``
+``settings`` first, then ``params.json``, then the parameters ``summary.json`` was evaluated with — never from
+the parameters cell of the notebook that renders them (:func:`run_settings`). Undefined numbers print "–".
+"""
 
 from __future__ import annotations
 
@@ -11,30 +16,69 @@ import pandas as pd
 from liverlib import figures, paper, tables
 from liverlib.params import Params
 from liverlib.run import RunDir, RunError, read_json, write_table, write_text
+from liverlib.stats import MIN_VOLUMES
 
 FIGURES = {
     "fig02": "fig02_case_overview", "fig03": "fig03_preprocessing_pipeline", "fig04": "fig04_intensity_histograms",
     "fig06": "fig06_loss_curves", "fig07": "fig07_dice_iou_curves", "fig08": "fig08_confusion_matrix",
     "fig09": "fig09_case_comparison", "fig10": "fig10_overlays", "fig11": "fig11_error_maps",
+    "fig_ablation": "fig_ablation",
 }  # fmt: skip
 TABLES = {
     "table01": "table01_architecture", "table02": "table02_loss", "table03": "table03_split_summary",
     "table04": "table04_ablation", "table05": "table05_training_log", "table06": "table06_test_metrics",
     "table07": "table07_val_vs_test", "table08": "table08_comparison",
 }  # fmt: skip
+FLOATFMT = {"table01": ",.0f", "table08": ".2f"}
+"""Markdown number format of each table (``.4f`` otherwise)."""
 
 
-def render_training(run: RunDir, p: Params) -> dict[str, Any]:
-    """Table 5 and Figs. 6–7 from ``models/<model>/history.csv``."""
-    hist_p = run.root / "models" / p.model / "history.csv"
+def _read(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.is_file() else {}
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts (e.g. ``{"loss": {"ce_weight": 1.0}}``) flattened into one level."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v) if isinstance(v, dict) else {k: v})
+    return out
+
+
+def run_settings(run: RunDir) -> dict[str, Any]:
+    """The run's settings from its files: ``training.json`` ``settings`` over ``params.json`` over the
+    parameters ``summary.json`` records; ``_source`` names the files used. Never the caller's parameters."""
+    sources, out = [], {}
+    for name, get in (("summary.json", lambda d: d.get("provenance", {}).get("params", {})),
+                      ("params.json", lambda d: d.get("parameters", {})),
+                      ("training.json", lambda d: _flat(d.get("settings", {})))):  # fmt: skip
+        values = get(_read(run.root / name))
+        if values:
+            out.update(values)
+            sources.append(name)
+    out["_source"] = ", ".join(reversed(sources)) or "no run file"
+    return out
+
+
+def _save(df: pd.DataFrame, path: Path, key: str) -> None:
+    """CSV (NaN empty) and Markdown ("–" for undefined) of a table."""
+    write_table(df, path, markdown=False)
+    write_text(path.with_suffix(".md"), tables.to_markdown(df, FLOATFMT.get(key, ".4f")))
+
+
+def render_training(run: RunDir, p: Params | None = None) -> dict[str, Any]:
+    """Table 5 and Figs. 6–7 from ``models/<model>/history.csv`` (the model named in the run's files)."""
+    settings = run_settings(run)
+    model = _read(run.root / "training.json").get("model") or settings.get("model") or (p.model if p else "hybrid")
+    hist_p = run.root / "models" / model / "history.csv"
     if not hist_p.is_file():
         raise RunError(f"{hist_p}: missing; run notebook 03 (training) first")
     hist = pd.read_csv(hist_p)
     best = int(hist.epoch[hist.val_loss.idxmin()])
     t5 = tables.table05_training(hist, best)
-    write_table(t5, run.table(TABLES["table05"]))
-    figures.save_figure(figures.fig06_loss_curves(hist), run.figure(FIGURES["fig06"]))
-    figures.save_figure(figures.fig07_metric_curves(hist), run.figure(FIGURES["fig07"]))
+    _save(t5, run.table(TABLES["table05"]), "table05")
+    figures.save_figure(figures.fig06_loss_curves(hist, paper=paper.TABLE5), run.figure(FIGURES["fig06"]))
+    figures.save_figure(figures.fig07_metric_curves(hist, paper=paper.TABLE5), run.figure(FIGURES["fig07"]))
     return {
         "history": hist,
         "table05": t5,
@@ -63,8 +107,8 @@ def render_evaluation(run: RunDir) -> dict[str, Any]:
     ps = pd.read_csv(run.root / "per_slice.csv")
     arrays = np.load(run.root / "test_predictions.npz")
     t6, t7 = tables.table06_test(s), tables.table07_val_vs_test(s["val_best"], s)
-    write_table(t6, run.table(TABLES["table06"]))
-    write_table(t7, run.table(TABLES["table07"]))
+    _save(t6, run.table(TABLES["table06"]), "table06")
+    _save(t7, run.table(TABLES["table07"]), "table07")
     figures.save_figure(
         figures.fig08_confusion_matrix(np.array(s["confusion_matrix"]["counts"])), run.figure(FIGURES["fig08"])
     )
@@ -79,102 +123,224 @@ def render_evaluation(run: RunDir) -> dict[str, Any]:
             **{k: run.figure(FIGURES[k]) for k in ("fig08", "fig09", "fig10", "fig11")}}  # fmt: skip
 
 
-def _slice_mean(s: dict[str, Any], key: str) -> float | None:
-    return s["per_slice"].get(key, {}).get("mean")
+def _mean(d: dict[str, Any], key: str) -> float | None:
+    return (d.get(key) or {}).get("mean")
+
+
+def _pct(x: Any) -> float:
+    """100 × x, NaN for None (a true 0 stays 0.0)."""
+    return float("nan") if x is None else 100.0 * float(x)
 
 
 def table08_comparison(run: RunDir) -> pd.DataFrame:
-    """Table 8: the paper's literature rows ("as reported") and this run's models ("same data")."""
-    rows = [{"method": m, "year": y, "liver_dice_pct": lv, "tumor_dice_pct": tu, "data": note, "source": "as reported"}
-            for m, y, lv, tu, note in paper.LITERATURE]  # fmt: skip
-    for name, path in (("Hybrid CNN-Transformer (this run)", run.root / "summary.json"),
-                       ("smp U-Net ResNet-34 (this run)", run.root / "models" / "unet_smp" / "summary.json")):  # fmt: skip
-        if path.is_file():
-            s = read_json(path)
-            pv = s.get("per_volume", {})
-            rows.append({"method": name, "year": None,
-                         "liver_dice_pct": 100 * _slice_mean(s, "liver_dice_smoothed"),
-                         "tumor_dice_pct": 100 * _slice_mean(s, "tumor_dice_smoothed"),
-                         "data": f"same data: per slice, ε-smoothed, {s['counts']['test_slices']} test slices; per volume "
-                                 f"liver {100 * (pv.get('liver_dice_per_case', {}).get('mean') or float('nan')):.2f} / tumor "
-                                 f"{100 * (pv.get('tumor_dice_per_case', {}).get('mean') or float('nan')):.2f}",
-                         "source": "same data"})  # fmt: skip
+    """Table 8: the paper's rows as printed ("as reported") and this run's models ("same data").
+
+    The literature reports liver Dice per volume with liver = label ≥ 1 (LiTS), so this run's liver and tumor
+    columns are the per-case means over test volumes (LiTS rule); the per-slice ε-smoothed Dice (the paper's
+    own rule) and the tumor Dice over GT-positive slices stand beside them.
+    """
+    rows = [{"reference": ref, "year": str(y), "method": m, "dataset": ds, "liver_dice_pct": lv, "tumor_dice_pct": tu,
+             "rule": "as reported", "note": note, "source": "as reported"}
+            for ref, y, m, ds, lv, tu, note in paper.LITERATURE]  # fmt: skip
+    st = run_settings(run)
+    data = "phantom (synthetic)" if st.get("data_dir") == "phantom" else "LiTS"
+    for name, path in (("Hybrid CNN–Transformer", run.root / "summary.json"),
+                       ("smp U-Net ResNet-34", run.root / "models" / "unet_smp" / "summary.json")):  # fmt: skip
+        if not path.is_file():
+            continue
+        s = read_json(path)
+        pv, ps = s.get("per_volume", {}), s["per_slice"]
+        rows.append({"reference": "this run", "year": "", "method": name, "dataset": f"{data}, same split",
+                     "liver_dice_pct": _pct(_mean(pv, "liver_dice_per_case")),
+                     "tumor_dice_pct": _pct(_mean(pv, "tumor_dice_per_case")),
+                     "rule": f"per volume (mean over {s['counts']['test_volumes']} test volumes), liver = label >= 1, "
+                             "tumor = label 2",
+                     "liver_dice_per_slice_pct": _pct(_mean(ps, "liver_dice_smoothed")),
+                     "tumor_dice_per_slice_pct": _pct(_mean(ps, "tumor_dice_smoothed")),
+                     "tumor_dice_gt_positive_pct": _pct(_mean(ps, "tumor_dice_gt_positive")),
+                     "note": f"per slice ε-smoothed over {s['counts']['test_slices']} test slices; GT-positive over "
+                             f"{ps['tumor_dice_gt_positive']['n']}; {st.get('epochs')} epochs at {st.get('image_size')}²",
+                     "source": "same data"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def render_tables(run: RunDir) -> None:
+    """Tables 1, 2 and 8 from the run's files (trained input size, loss settings, models), and every table's
+    Markdown re-rendered from its CSV with "–" for undefined values."""
+    st = run_settings(run)
+    _save(tables.table01_architecture(256, trained_size=int(st["image_size"]) if st.get("image_size") else None),
+          run.table(TABLES["table01"]), "table01")  # fmt: skip
+    if all(k in st for k in ("ce_weight", "dice_weight", "focal_weight", "focal_alpha", "focal_gamma", "dice_eps")):
+        _save(tables.table02_loss(st), run.table(TABLES["table02"]), "table02")
+    if (run.root / "summary.json").is_file():
+        _save(table08_comparison(run), run.table(TABLES["table08"]), "table08")
+    for key, name in TABLES.items():
+        csv = run.table(name).with_suffix(".csv")
+        if csv.is_file() and csv.stat().st_size > 1:
+            write_text(csv.with_suffix(".md"), tables.to_markdown(pd.read_csv(csv), FLOATFMT.get(key, ".4f")))
 
 
 def _md(path: Path) -> str:
     return path.with_suffix(".md").read_text() if path.with_suffix(".md").is_file() else "_(not produced)_\n"
 
 
-def write_report(run: RunDir, p: Params) -> Path:
-    """``report.md``: what ran, the paper's numbers beside ours (per slice and per volume, rules named), ablation, figures."""
-    s = read_json(run.root / "summary.json")
-    study = read_json(run.root / "study.json") if (run.root / "study.json").is_file() else {}
-    training = read_json(run.root / "training.json") if (run.root / "training.json").is_file() else {}
-    prov = s["provenance"]
-    ps, pv = s["per_slice"], s.get("per_volume", {})
-    wall = study.get("notebooks", {})
+def _f(x: Any, nd: int = 4) -> str:
+    """A number for the report; "–" when undefined (None, NaN)."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return tables.MISSING
+    return f"{x:,}" if isinstance(x, int) else f"{x:.{nd}f}"
 
-    def f(x: Any, nd: int = 4) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
+
+def _cell(e: dict[str, Any] | None, std: bool = False) -> str:
+    """mean (± std) with n, and how many slices were left out."""
+    if not e:
+        return tables.MISSING
+    out = _f(e.get("mean")) + (f" ± {_f(e.get('std'))}" if std and e.get("n", 0) > 1 else "")
+    extra = f"n={e.get('n')}" + (f", {e['undefined']} left out" if e.get("undefined") else "")
+    return f"{out} ({extra})"
+
+
+def _parameters(training: dict[str, Any]) -> str:
+    tp = training.get("trained_parameters")
+    if isinstance(tp, dict):
+        tp = tp.get("total")
+    if tp is not None:
+        return f"{int(tp):,} parameters (the model trained)"
+    total = training.get("parameters", {}).get("total")
+    return f"{total:,} parameters (the hybrid's; training.json records no trained count)" if total else "n/a parameters"
+
+
+def write_report(run: RunDir, p: Params | None = None) -> Path:
+    """``report.md``: what ran, the paper's numbers beside ours (rules and n named), statistics at the level of
+    the volume, ablation, tables and figures. Everything is read from the run's files; ``p`` (the rendering
+    notebook's parameters) is not used for any number or setting."""
+    render_tables(run)
+    s = read_json(run.root / "summary.json")
+    st = run_settings(run)
+    study = _read(run.root / "study.json")
+    training = _read(run.root / "training.json")
+    prov = s["provenance"]
+    ps, pv, nat = s["per_slice"], s.get("per_volume", {}), s.get("per_slice_native", {})
+    wall = study.get("notebooks", {})
+    nvol = s["counts"]["test_volumes"]
+    ci, cl = s["confidence_intervals"], s.get("cluster_bootstrap", {})
+    rl = s.get("resize_loss", {})
+    phantom = st.get("data_dir") == "phantom"
+
+    def row(label: str, key: str, paper_l: str, paper_t: str, src: dict[str, Any] = ps, std: bool = False) -> str:
+        return f"| {label} | {_cell(src.get(f'liver_{key}'), std)} | {paper_l} | {_cell(src.get(f'tumor_{key}'), std)} | {paper_t} |"
+
+    def interval(d: dict[str, Any] | None) -> str:
+        return f"[{_f((d or {}).get('low'), 3)}, {_f((d or {}).get('high'), 3)}]"
 
     lines = [
-        f"# Report — run `{p.run_name}`", "",
-        "Generated by notebook 06 from this run's files; every number below was measured in this run unless it is "
-        "labelled as the paper's.", "",
+        f"# Report — run `{run.root.name}`", "",
+        "Generated from this run's files; every number below was measured in this run unless it is labelled as the "
+        f"paper's. Settings are read from {st['_source']}.", "",
         "## What was run", "",
-        f"- Data: `{p.data_dir}`" + (" (the embedded synthetic LiTS-like phantom, not real CT)" if p.data_dir == "phantom" else ""),
-        f"- Split (by volume, seed {p.seed}): see Table 3 below; {s['counts']['test_volumes']} test volumes, {s['counts']['test_slices']} test slices",
-        f"- Model: {p.model}, {training.get('parameters', {}).get('total', 'n/a'):,} parameters; {training.get('epochs')} epochs "
-        f"(paper: 100), image size {p.image_size} (paper: 256), batch {p.batch_size}, lr {p.lr:g} (paper: 1e-4); best epoch "
-        f"{s['checkpoint_epoch']} (paper: 98)",
-        f"- Hardware: {prov['device']}; torch {prov['versions'].get('torch')}; training time {f(training.get('train_seconds', float('nan')) / 60, 1)} min "
-        f"(paper: 4.02 h on a Tesla T4)",
+        f"- Data: `{st.get('data_dir')}`" + (" (the embedded synthetic LiTS-like phantom, not real CT)" if phantom else ""),
+        f"- Split (by volume, seed {st.get('seed')}): see Table 3 below; {nvol} test volumes, {s['counts']['test_slices']} test slices",
+        f"- Model: {training.get('model') or st.get('model')}, {_parameters(training)}; {st.get('epochs')} epochs "
+        f"(paper: 100; {training.get('epochs', 'n/a')} completed), image size {st.get('image_size')} (paper: 256), batch "
+        f"{st.get('batch_size')} (paper: 8), lr {st.get('lr', float('nan')):g} (paper: 1e-4); best epoch {s['checkpoint_epoch']} (paper: 98)",
+        f"- Preprocessing: CLAHE {st.get('use_clahe')}, gamma {st.get('use_gamma')}, 8-bit quantisation "
+        f"{st.get('quantize_8bit', True)}, HU window {st.get('hu_window') or 'none'}",
+        f"- Hardware: {prov['device']}; torch {prov['versions'].get('torch')}; training time "
+        f"{_f(training.get('train_seconds', float('nan')) / 60, 1)} min (paper: 4.02 h on a Tesla T4)",
         f"- Wall time per notebook (s): {', '.join(f'{k}: {v}' for k, v in wall.items()) or 'n/a'}",
         f"- Git commit: `{prov.get('git_commit')}`", "",
         "## Test results beside the paper", "",
-        "Per slice (as the paper): means over the test split's curated slices at the model's resolution. Dice and IoU use "
-        "the ε-smoothed rule (a slice with no tumor in truth and prediction scores 1); 'GT-positive' uses only slices whose "
-        "ground truth holds the class. IoU is counted, not derived from Dice.", "",
+        "Per slice (as the paper): means over the test split's curated slices at the model's resolution, with n = the "
+        "slices each mean is over. Dice and IoU are shown two ways: ε-smoothed over all slices (a slice with no tumor in "
+        "truth and prediction scores 1: the paper-comparable value, which flatters a model that misses tumor) and over "
+        "GT-positive slices only (slices whose ground truth holds the class). Precision, recall and F1 leave out (and "
+        "count) every slice whose denominator is zero — precision a slice with nothing predicted, recall a slice with "
+        "nothing true — never scoring it 1; '–' = undefined (no slice left). IoU is counted, not derived from Dice.", "",
         "| metric | liver (ours) | liver (paper) | tumor (ours) | tumor (paper) |", "|---|---|---|---|---|",
-        f"| Dice, ε-smoothed, all slices | {f(_slice_mean(s, 'liver_dice_smoothed'))} ± {f(ps['liver_dice_smoothed']['std'])} | 0.9157 ± 0.1223 | {f(_slice_mean(s, 'tumor_dice_smoothed'))} ± {f(ps['tumor_dice_smoothed']['std'])} | 0.8103 ± 0.3037 |",
-        f"| Dice, GT-positive slices | {f(_slice_mean(s, 'liver_dice_gt_positive'))} (n={ps['liver_dice_gt_positive']['n']}) | – | {f(_slice_mean(s, 'tumor_dice_gt_positive'))} (n={ps['tumor_dice_gt_positive']['n']}) | – |",
-        f"| IoU, counted | {f(_slice_mean(s, 'liver_iou'))} | 0.8447 (derived from Dice) | {f(_slice_mean(s, 'tumor_iou'))} | 0.6809 (derived from Dice) |",
-        f"| Precision | {f(_slice_mean(s, 'liver_precision'))} | 0.92 | {f(_slice_mean(s, 'tumor_precision'))} | 0.78 |",
-        f"| Recall | {f(_slice_mean(s, 'liver_recall'))} | 0.91 | {f(_slice_mean(s, 'tumor_recall'))} | 0.82 |",
-        f"| Pixel accuracy (all classes) | {f(_slice_mean(s, 'pixel_accuracy'))} | 0.9920 | | |", "",
-        f"Bootstrap 95% CI of per-slice Dice ({s['confidence_intervals']['liver_dice_smoothed']['resamples']} resamples): liver "
-        f"[{f(s['confidence_intervals']['liver_dice_smoothed']['low'], 3)}, {f(s['confidence_intervals']['liver_dice_smoothed']['high'], 3)}] "
-        f"(paper [0.897, 0.934]); tumor [{f(s['confidence_intervals']['tumor_dice_smoothed']['low'], 3)}, "
-        f"{f(s['confidence_intervals']['tumor_dice_smoothed']['high'], 3)}] (paper [0.765, 0.856]). Paired t-test liver vs tumor "
-        f"Dice over test slices: t = {f(s['ttest_liver_vs_tumor'].get('t'), 2)}, p = {f(s['ttest_liver_vs_tumor'].get('p'), 4)} "
-        "(paper: t = 4.36, p < 0.001).", "",
-        "Per volume (LiTS style, beyond the paper): every slice of each test volume, predictions resized back to the original "
-        "in-plane size; liver = label ≥ 1, tumor = label 2; distances in mm from the file's spacing. " + s["rules"]["per_volume_dice"] + ". "
+        row("Dice, ε-smoothed, all slices (paper-comparable)", "dice_smoothed", "0.9157 ± 0.1223", "0.8103 ± 0.3037", std=True),
+        row("Dice, GT-positive slices", "dice_gt_positive", "–", "–", std=True),
+        row("IoU, counted, ε-smoothed, all slices", "iou", "0.8447 (derived from Dice)", "0.6809 (derived from Dice)"),
+        row("IoU, counted, GT-positive slices", "iou_gt_positive", "–", "–"),
+        row("Precision (slices with a prediction)", "precision", "0.92", "0.78"),
+        row("Recall (slices with ground truth)", "recall", "0.91", "0.82"),
+        row("F1, counted (slices with either)", "f1", "0.915", "0.800"),
+        *([row("Dice, ε-smoothed, all slices, native resolution", "dice_smoothed", "–", "–", src=nat),
+           row("Dice, GT-positive slices, native resolution", "dice_gt_positive", "–", "–", src=nat)] if nat else []),
+        f"| Pixel accuracy (all classes) | {_cell(ps.get('pixel_accuracy'))} | 0.9920 | | |", "",
+    ]  # fmt: skip
+    if rl:
+        lines += [
+            f"Nearest-neighbour resize to {st.get('image_size')}²: of the {rl['tumor']['native']} curated test slices whose "
+            f"native-resolution ground truth holds tumor, {rl['tumor']['resized']} still do after the resize "
+            f"({rl['tumor']['lost']} lose every tumor pixel; liver: {rl['liver']['native']} → {rl['liver']['resized']}). "
+            "The 'native resolution' rows score the same slices with the prediction upsampled to the original in-plane "
+            "size against the original masks.", "",
+        ]  # fmt: skip
+    tt, wx = s["ttest_liver_vs_tumor"], s.get("wilcoxon_liver_vs_tumor", {})
+    lines += [
+        "## Statistics", "",
+        f"Slices of one patient are not independent; the test set has {nvol} volume(s). "
+        + (f"With fewer than {MIN_VOLUMES} test volumes no interval over volumes is meaningful: the intervals below are "
+           "printed for completeness only, and the slice-level ones are far too narrow."
+           if nvol < MIN_VOLUMES else "Intervals over volumes resample the unit that was sampled."), "",
+        "| 95% interval of mean Dice | liver | tumor | paper liver | paper tumor |", "|---|---|---|---|---|",
+        f"| slice bootstrap, ε-smoothed (the paper's method, {ci['liver_dice_smoothed']['resamples']} resamples) | "
+        f"{interval(ci['liver_dice_smoothed'])} | {interval(ci['tumor_dice_smoothed'])} | [0.897, 0.934] | [0.765, 0.856] |",
+        f"| slice bootstrap, GT-positive slices | {interval(ci.get('liver_dice_gt_positive'))} | "
+        f"{interval(ci.get('tumor_dice_gt_positive'))} | – | – |",
+        f"| cluster bootstrap over volumes, ε-smoothed | {interval(cl.get('liver_dice_smoothed'))} | "
+        f"{interval(cl.get('tumor_dice_smoothed'))} | – | – |",
+        f"| cluster bootstrap over volumes, GT-positive slices | {interval(cl.get('liver_dice_gt_positive'))} | "
+        f"{interval(cl.get('tumor_dice_gt_positive'))} | – | – |",
+        f"| per-volume Dice (LiTS rule), bootstrap over volumes | {interval(pv.get('liver_dice_per_case', {}).get('ci95'))} | "
+        f"{interval(pv.get('tumor_dice_per_case', {}).get('ci95'))} | – | – |", "",
+        f"Paired t-test liver vs tumor Dice over test slices (the paper's test; n = {tt.get('n')} slices, not independent): "
+        f"t = {_f(tt.get('t'), 2)}, p = {_f(tt.get('p'), 4)} (paper: t = 4.36, p < 0.001). Wilcoxon signed-rank, liver vs "
+        f"tumor per-volume Dice, paired by volume: "
+        + (f"W = {_f(wx.get('statistic'), 1)}, p = {_f(wx.get('p'), 4)}, n = {wx.get('n')} volumes."
+           if wx.get("run") else f"{wx.get('note', 'not run')}."), "",
+        "## Per volume (LiTS style, beyond the paper)", "",
+        "Every slice of each test volume, predictions resized back to the original in-plane size; liver = label ≥ 1, tumor "
+        "= label 2; distances in mm from the file's spacing. " + s["rules"]["per_volume_dice"] + ". "
         + s["rules"]["per_volume_distance"] + ".", "",
         "| class | Dice per case | Dice global | ASSD (mm) | HD95 (mm) |", "|---|---|---|---|---|",
-        *[f"| {c} | {f(pv.get(f'{c}_dice_per_case', {}).get('mean'))} (n={pv.get(f'{c}_dice_per_case', {}).get('n')}) | "
-          f"{f(pv.get(f'{c}_dice_global', {}).get('value'))} | {f(pv.get(f'{c}_assd_mm', {}).get('mean'), 2)} | "
-          f"{f(pv.get(f'{c}_hd95_mm', {}).get('mean'), 2)} |" for c in ("liver", "tumor")], "",
-        "## Tables", "",
     ]  # fmt: skip
+    for c in ("liver", "tumor"):
+        d = pv.get(f"{c}_dice_per_case", {})
+        dist = []
+        for k in ("assd_mm", "hd95_mm"):
+            e = pv.get(f"{c}_{k}", {})
+            left = ", ".join(f"{e[w]} {w.replace('_', ' ')}" for w in ("empty_prediction", "empty_ground_truth", "both_empty")
+                             if e.get(w))  # fmt: skip
+            dist.append(
+                f"{_f(e.get('mean'), 2)} (n={e.get('n')} of {e.get('volumes', nvol)}"
+                + (f"; left out: {left})" if left else ")")
+            )
+        lines.append(f"| {c} | {_f(d.get('mean'))} (n={d.get('n')}) | {_f(pv.get(f'{c}_dice_global', {}).get('value'))} | "
+                     f"{dist[0]} | {dist[1]} |")  # fmt: skip
+    lines += ["", "## Tables", ""]
     for key, name in TABLES.items():
-        lines += [
-            f"### {key.replace('table', 'Table ').replace(' 0', ' ')} — `tables/{name}.csv`",
-            "",
-            _md(run.table(name)),
-            "",
-        ]
+        head = f"### {key.replace('table', 'Table ').replace(' 0', ' ')} — `tables/{name}.csv`"
+        note = {"table05": f"Training settings: {tables.table05_caption(st)}.", "table01": "Shapes at the paper's 256² "
+                f"input; the column output_shape_{st.get('image_size')}px gives the shapes at the input this run trained at."}.get(key)  # fmt: skip
+        lines += [head, "", *([note, ""] if note else []), _md(run.table(name)), ""]
     lines += ["## Figures", ""]
     for key, name in FIGURES.items():
-        lines += [f"### {key.replace('fig', 'Fig. ').replace(' 0', ' ')}", "", f"![{name}](figures/{name}.png)", ""]
+        title = (
+            "Ablation (Table 4 as bars)" if key == "fig_ablation" else key.replace("fig", "Fig. ").replace(" 0", " ")
+        )
+        if key == "fig_ablation" and not run.figure(name).is_file():
+            lines += [f"### {title}", "", "_(not produced: the ablation notebook was not run)_", ""]
+            continue
+        lines += [f"### {title}", "", f"![{name}](figures/{name}.png)", ""]
     lines += [
         "## How this run differs from the paper", "",
         "- " + ("Data: the embedded phantom is synthetic; its numbers show the pipeline works, not clinical accuracy."
-                if p.data_dir == "phantom" else "Data: the paper did not name its 11 volumes; ours are listed in Table 3."),
-        f"- Training: {training.get('epochs')} epochs at {p.image_size}² on {prov['device']} vs 100 epochs at 256² on a T4.",
-        "- Metrics: the paper derived IoU from Dice and did not state its empty-slice rule; we count IoU and report both tumor "
-        "Dice conventions, plus LiTS-style per-volume metrics.",
+                if phantom else "Data: the paper did not name its 11 volumes; ours are listed in Table 3."),
+        f"- Training: {st.get('epochs')} epochs at {st.get('image_size')}² on {prov['device']} vs 100 epochs at 256² on a T4.",
+        "- Metrics: the paper derived IoU from Dice and did not state its empty-slice rule; we count IoU, report tumor Dice "
+        "ε-smoothed and over GT-positive slices, leave zero-denominator slices out of precision/recall/F1, and add "
+        "LiTS-style per-volume metrics. Per-slice Dice is not comparable with LiTS per-case Dice (docs/metrics.md).",
         "- Augmentation uses albumentations 2.0.8 (the paper's 1.x arguments renamed); the paper's ElasticTransform(alpha=1, "
         "sigma=50) moves pixels by well under a pixel.", "",
     ]  # fmt: skip

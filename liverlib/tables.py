@@ -20,14 +20,12 @@ MISSING = "–"
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """Markdown of a table with NaN/None printed as :data:`MISSING` and count columns as integers."""
+    """Markdown of a table with NaN/None printed as :data:`MISSING` and counts and years as integers."""
     d = df.copy()
     for c in d.columns:
-        if (str(c).endswith("_n") or str(c) in ("n", "undefined") or str(c).endswith("_undefined")) and d[
-            c
-        ].dtype.kind == "f":
-            if np.all(np.isnan(d[c]) | (d[c] == np.round(d[c]))):
-                d[c] = d[c].astype("Int64")
+        whole = str(c).endswith(("_n", "_undefined")) or str(c) in ("n", "undefined", "year", "epoch", "epochs")
+        if whole and d[c].dtype.kind == "f" and np.all(np.isnan(d[c]) | (d[c] == np.round(d[c]))):
+            d[c] = [None if np.isnan(v) else str(int(v)) for v in d[c]]  # tabulate prints "2022", not "2022.00"
     d = d.astype(object).where(d.notna(), None)
     return d.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING) + "\n"
 

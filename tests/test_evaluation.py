@@ -1,0 +1,164 @@
+"""The evaluation stage end to end with an all-background predictor, and the report built from the run's files.
+
+A model that never predicts tumor must get tumor GT-positive Dice 0, recall 0 and an undefined precision
+(n = 0, shown "–") in summary.json, Table 6 and the report, not the ε-smoothed rule's flattering numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from liverlib import paper, report, stages, tables
+from liverlib.checkpoint import model_dir, save_checkpoint
+from liverlib.model import build_model
+from liverlib.params import resolve
+from liverlib.run import RunDir
+from liverlib.training import HISTORY_COLUMNS, run_split, train_config
+
+TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
+            image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu",
+            bootstrap_resamples=50, eval_batch_size=8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def background_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Curation, cache, an all-background checkpoint, the evaluation stage, training files and the report."""
+    root = tmp_path_factory.mktemp("eval")
+    p = resolve(**TINY, output_root=str(root), run_name="bg")
+    stages.run_curation(p, progress=False)
+    stages.run_preprocessing(p, progress=False, figures_too=False)
+    run = RunDir.from_params(p)
+    model = build_model("hybrid", image_size=p.image_size)
+    with torch.no_grad():  # logits: background 10, liver and tumor 0, whatever the input
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
+    hist = pd.DataFrame([{c: 0.5 for c in HISTORY_COLUMNS} | {"epoch": e, "val_loss": 1.0 / e} for e in (1, 2, 3)])
+    hist["val_tumor_dice_gtpos"], hist["val_tumor_gtpos_n"] = 0.0, 10
+    out = model_dir(run, "hybrid")
+    out.mkdir(parents=True, exist_ok=True)
+    hist.to_csv(out / "history.csv", index=False)
+    save_checkpoint({"model": model.state_dict(), "config": train_config(p, "hybrid"), "epoch": 3,
+                     "metrics": hist.iloc[-1].to_dict(), "split": run_split(run)}, out / "best.pt")  # fmt: skip
+    (run.root / "training.json").write_text(json.dumps({
+        "model": "hybrid", "epochs": 3, "train_seconds": 1.0, "parameters": {"total": 20_832_963},
+        "trained_parameters": 20_832_963,
+        "settings": {"lr": 1e-3, "batch_size": 8, "epochs": 3, "image_size": 32, "model": "hybrid", "seed": 42,
+                     "data_dir": "phantom", "augment": True, "amp": True, "device": "cpu",
+                     "loss": {"ce_weight": 1.0, "dice_weight": 1.0, "focal_weight": 0.5}},
+    }))  # fmt: skip
+    stages.run_evaluation(p, progress=False)
+    report.render_training(run, p)
+    report.write_report(run, p)
+    return run.root
+
+
+def test_summary_scores_the_missed_tumor_as_missed(background_run: Path) -> None:
+    s = json.loads((background_run / "summary.json").read_text())
+    ps = s["per_slice"]
+    n_pos = s["counts"]["test_slices_with_tumor"]
+    assert n_pos > 0
+    assert ps["tumor_dice_gt_positive"]["mean"] == 0.0 and ps["tumor_dice_gt_positive"]["n"] == n_pos
+    assert ps["tumor_recall"]["mean"] == 0.0 and ps["tumor_recall"]["n"] == n_pos
+    assert ps["tumor_recall"]["undefined"] == s["counts"]["test_slices"] - n_pos
+    assert ps["tumor_precision"]["n"] == 0 and ps["tumor_precision"]["mean"] is None  # NaN → null in JSON
+    assert ps["tumor_precision"]["undefined"] == s["counts"]["test_slices"]
+    assert ps["liver_recall"]["mean"] == 0.0
+    smoothed = ps["tumor_dice_smoothed"]["mean"]  # the flattering number: the share of tumor-free slices
+    assert smoothed == pytest.approx(1 - n_pos / s["counts"]["test_slices"], abs=1e-4)
+    assert s["per_volume"]["tumor_dice_per_case"]["mean"] == 0.0
+    assert s["per_volume"]["tumor_assd_mm"]["empty_prediction"] == s["counts"]["test_volumes"]
+    assert s["per_volume"]["tumor_assd_mm"]["n"] == 0
+
+
+def test_summary_has_cluster_bootstrap_resize_loss_and_native_row(background_run: Path) -> None:
+    s = json.loads((background_run / "summary.json").read_text())
+    cl = s["cluster_bootstrap"]["liver_dice_smoothed"]
+    assert cl["volumes"] == 2 and cl["meaningful"] is False and "cluster" in cl["method"]
+    assert s["intervals_over_volumes_meaningful"] is False
+    assert s["wilcoxon_liver_vs_tumor"]["run"] is False and "fewer than 5" in s["wilcoxon_liver_vs_tumor"]["note"]
+    rl = s["resize_loss"]["tumor"]
+    assert rl["native"] >= rl["resized"] == s["counts"]["test_slices_with_tumor"]
+    assert rl["lost"] == rl["native"] - rl["resized"]
+    nat = s["per_slice_native"]
+    assert nat["tumor_dice_gt_positive"]["mean"] == 0.0 and nat["tumor_dice_gt_positive"]["n"] == rl["native"]
+    assert (background_run / "per_slice_native.csv").is_file()
+
+
+def test_table06_shows_undefined_precision_as_a_dash(background_run: Path) -> None:
+    t6 = pd.read_csv(background_run / "tables/table06_test_metrics.csv")
+    prec = t6[t6.metric.str.startswith("Precision")].iloc[0]
+    assert math.isnan(prec.tumor_mean) and prec.tumor_n == 0
+    rec = t6[t6.metric.str.startswith("Recall")].iloc[0]
+    assert rec.tumor_mean == 0.0
+    gtpos = t6[t6.metric == "Dice, GT-positive slices"].iloc[0]
+    assert gtpos.tumor_mean == 0.0
+    md = (background_run / "tables/table06_test_metrics.md").read_text()
+    prec_line = next(line for line in md.splitlines() if line.startswith("| Precision"))
+    cells = [c.strip() for c in prec_line.strip("|").split("|")]
+    cols = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    assert cells[cols.index("tumor_mean")] == "–" and cells[cols.index("tumor_n")] == "0"
+    assert "paper_mean" in cols and "0.8630" in md  # the paper's Mean column
+
+
+def test_report_shows_the_dash_and_the_counts(background_run: Path) -> None:
+    text = (background_run / "report.md").read_text()
+    prec = next(line for line in text.splitlines() if line.startswith("| Precision (slices with a prediction)"))
+    assert "| – (n=0," in prec
+    rec = next(line for line in text.splitlines() if line.startswith("| Recall (slices with ground truth)"))
+    assert rec.split("|")[4].strip().startswith("0.0000 (n=")
+    assert "no interval over volumes is meaningful" in text and "cluster bootstrap" in text
+    assert "lose every tumor pixel" in text and "native resolution" in text
+    assert "figures/fig_ablation.png" in text or "ablation notebook was not run" in text
+
+
+def test_report_settings_come_from_the_run_files(background_run: Path) -> None:
+    """Rerunning notebook 06 with other values in its cell leaves the report unchanged."""
+    p = resolve(**TINY, output_root=str(background_run.parent), run_name="bg")
+    run = RunDir.from_params(p)
+    before = (background_run / "report.md").read_text()
+    other = resolve(**{**TINY, "lr": 0.5, "batch_size": 2, "epochs": 99, "image_size": 64, "data_dir": "elsewhere"},
+                    output_root=str(background_run.parent), run_name="bg")  # fmt: skip
+    report.write_report(run, other)
+    assert (background_run / "report.md").read_text() == before
+    assert "lr 0.001" in before and "batch 8" in before and "image size 32" in before
+    assert "20,832,963 parameters (the model trained)" in before
+
+
+def test_tables_have_the_papers_rows(background_run: Path) -> None:
+    t1 = pd.read_csv(background_run / "tables/table01_architecture.csv")
+    total = t1[(t1.component == "Total") & (t1.layer == "all layers")].iloc[0]
+    assert total.parameters == t1[t1.component != "Total"].parameters.sum() and total.paper_parameters == 20.3e6
+    assert t1.output_shape_32px[t1.layer == "Flatten + Permute"].item() == "16 × 512"  # 4 × 4 tokens at 32²
+    t5 = pd.read_csv(background_run / "tables/table05_training_log.csv")
+    assert list(t5.note.fillna("")) == ["", "best", "paper's best"]  # epochs 1 and 3 (best = last), the paper's 98
+    assert (t5.epoch == 98).sum() == 1 and t5[t5.epoch == 98].paper_val_loss.item() == 0.2766
+    assert "val_tumor_dice_gt_positive" in t5
+    t7 = pd.read_csv(background_run / "tables/table07_val_vs_test.csv").set_index("metric")
+    assert t7.loc["liver_dice", "paper_difference"] == -0.0225 and t7.loc["average_dice", "paper_difference"] == -0.0174
+    assert t7.loc["liver_dice", "difference"] == pytest.approx(
+        t7.loc["liver_dice", "test"] - t7.loc["liver_dice", "val_best"]
+    )
+    t8 = pd.read_csv(background_run / "tables/table08_comparison.csv", keep_default_na=False)
+    lit = t8[t8.source == "as reported"]
+    assert len(lit) == len(paper.LITERATURE) == 6
+    assert lit[lit.method == "AC-Net"].dataset.item() == "CT" and lit.year.iloc[-1] == "2025"
+    ours = t8[t8.source == "same data"].iloc[0]
+    assert float(ours.tumor_dice_pct) == 0.0 and "label >= 1" in ours.rule
+    md = (background_run / "tables/table08_comparison.md").read_text()
+    assert "nan" not in md and re.search(r"\|\s+0\.00 \|", md)  # a true 0 is 0.00
+    assert re.search(r"\|\s+2022 \|", md) and "2022.00" not in md
+
+
+def test_to_markdown_prints_undefined_as_a_dash() -> None:
+    df = pd.DataFrame({"metric": ["a", "b"], "mean": [0.5, np.nan], "n": [3.0, 0.0]})
+    md = tables.to_markdown(df)
+    assert "| –  " in md or "| –" in md
+    assert "| 0.5000 |" in md and "|   3 |" in md
