@@ -25,10 +25,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
-    """(use autocast, dtype, use grad scaler): bf16 where supported, fp16 + scaler otherwise (T4); off on CPU."""
-    if not enabled or device.type != "cuda":
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively (oneDNN's check: AVX512-BF16 or AMX); without it bf16 is emulated
+    and far slower than fp32 (measured on an AVX2-only EPYC: 0.13 vs 21 GFLOP/s for a 2048² matmul)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def amp_settings(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> tuple[bool, torch.dtype | None, bool]:
+    """(use autocast, dtype, use grad scaler): on CUDA bf16 where supported, fp16 + scaler otherwise (T4).
+
+    On the CPU autocast is off unless ``cpu_bf16`` is asked for and :func:`cpu_bf16_supported` (then bf16,
+    no scaler); existing callers that pass two arguments keep CPU runs in fp32.
+    """
+    if not enabled:
         return False, None, False
+    if device.type != "cuda":
+        native = cpu_bf16 and device.type == "cpu" and cpu_bf16_supported()
+        return (True, torch.bfloat16, False) if native else (False, None, False)
     if torch.cuda.is_bf16_supported():
         return True, torch.bfloat16, False
     return True, torch.float16, True
