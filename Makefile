@@ -2,6 +2,7 @@
 #   make study   create .venv if missing, install what is missing, run the whole study (smoke profile)
 #   make test    same install, then the test suite (what CI runs via .ci/run)
 #   make lab     same install, then JupyterLab on notebooks/ (kernel `python3` = this venv)
+#   make test-fast  the quick development loop (slow tests deselected)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ PORT   ?= 8888
 PROFILE ?= smoke
 ARGS   ?=
 
-.PHONY: study test install lab constraints bench lint clean-outputs
+.PHONY: study test test-fast install lab constraints bench lint reliability-doc clean-outputs
 
 install: $(STAMP)
 
@@ -30,6 +31,14 @@ study: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
+# the development loop: everything but the slow tests (whole study, DDP, JupyterLab, install dry run, CV)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# docs/reliability.md is generated from the tests marked @pytest.mark.reliability (a test checks it)
+reliability-doc: $(STAMP)
+	$(BIN)/python tools/reliability_table.py
+
 # JupyterLab from the venv: the notebooks' `python3` kernel is this venv's ipykernel. Loopback only.
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
@@ -43,8 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python -m liverlib bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check liverlib tests notebooks
-	$(BIN)/ruff format --check liverlib tests notebooks
+	$(BIN)/ruff check liverlib tests notebooks tools
+	$(BIN)/ruff format --check liverlib tests notebooks tools
 
 clean-outputs:
 	rm -rf outputs/smoke

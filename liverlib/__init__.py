@@ -1,13 +1,14 @@
 """liverlib: a reproducible study of liver and liver-tumor segmentation on CT (LiTS).
 
 Public API (see README): :func:`find_cases`, :func:`load_case`, :func:`save_mask_like`,
-:func:`resolve_params`, :class:`RunDir`, and the stage functions in :mod:`liverlib.stages`.
+:func:`resolve_params` (notebook 01), :func:`stage_params` (notebooks 02–06), :class:`RunDir`, and the stage functions in :mod:`liverlib.stages`.
 """
 
 from liverlib.io import Case, CaseError, CasePaths, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
 from liverlib.params import ParamError, Params, load_profiles
 from liverlib.params import resolve as resolve_params
+from liverlib.params import stage_params
 from liverlib.run import RunDir, RunError
 
 __version__ = "0.1.0"
@@ -27,5 +28,6 @@ __all__ = [
     "load_profiles",
     "resolve_params",
     "save_mask_like",
+    "stage_params",
     "to_display",
 ]

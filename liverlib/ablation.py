@@ -1,8 +1,10 @@
-"""The preprocessing ablation (STUDY §8, paper Table 4): each arm is its own parameterised run.
+"""The preprocessing ablation (STUDY §8, paper Table 4): each arm is a run folder of its own.
 
-An arm reuses the main run's curation files (same volumes, same split) and the shared preprocessed
-caches, then executes notebooks 02 → 03 → 04 with papermill into
-``outputs/<run>/ablation/<arm>/``; Table 4 is read back from each arm's ``summary.json``.
+The study runner (:func:`liverlib.study.run_study`) makes every arm, before notebook 05, as it makes any
+run: :func:`prepare_arm` copies the main run's curation files (same volumes, same split) into
+``outputs/<run>/ablation/<arm>/`` and records the arm's parameters there (``params.json``), then the runner
+executes notebooks 02 → 03 → 04 on that folder (resumable and guarded like any run). Notebook 05 only
+reads the arms' ``summary.json`` files back into Table 4 (:func:`table04`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from liverlib import paper
-from liverlib.params import ParamError, Params, project_root
-from liverlib.run import RunDir, RunError, read_json
+from liverlib.params import ParamError, Params
+from liverlib.run import RunDir, RunError, cache_root, read_json
 
 ARMS: dict[str, dict[str, Any]] = {
     "paper": {"use_clahe": True, "use_gamma": True, "hu_window": []},
@@ -33,8 +35,6 @@ def arm_params(p: Params, arm: str) -> dict[str, Any]:
     """The parameters an arm runs with: the main run's, its preprocessing, its own folder, the shared cache."""
     if arm not in ARMS:
         raise ParamError(f"ablation_arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
-    from liverlib.stages import cache_root
-
     root = RunDir.from_params(p).root
     values = dict(p)
     values.update(ARMS[arm])
@@ -43,11 +43,16 @@ def arm_params(p: Params, arm: str) -> dict[str, Any]:
     return values
 
 
-def run_arm(p: Params, arm: str, *, progress: bool = True) -> Path:
-    """Execute notebooks 02–04 for one arm (resumable: finished stages reuse their files)."""
-    import papermill as pm
+def prepare_arm(p: Params, arm: str) -> tuple[dict[str, Any], Path]:
+    """Make the arm's run folder: the main run's curation files and the arm's ``params.json``.
 
-    import liverlib.study  # noqa: F401  (quiets papermill's unknown-parameter warnings)
+    Returns:
+        (the arm's parameter values for notebooks 02–04, the arm's run folder).
+
+    Raises:
+        ParamError: unknown arm. RunError: the main run has no curation yet.
+    """
+    from liverlib.run import write_json
 
     values = arm_params(p, arm)
     main = RunDir.from_params(p)
@@ -58,17 +63,16 @@ def run_arm(p: Params, arm: str, *, progress: bool = True) -> Path:
         if not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(main.root / name, dst)
-    nb_dir = project_root() / "notebooks"
-    for nb in ("02_preprocessing", "03_training", "04_evaluation"):
-        src = nb_dir / f"{nb}.ipynb"
-        dst = out / "notebooks" / f"{nb}.ipynb"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pm.execute_notebook(str(src), str(dst), parameters=values, kernel_name="python3", cwd=str(nb_dir),
-                                progress_bar=False, log_output=False)  # fmt: skip
-        except pm.PapermillExecutionError as exc:
-            raise RunError(f"ablation arm {arm!r} failed in {nb}: {exc.ename}: {exc.evalue} (see {dst})") from None
-    return out
+    write_json(out / "params.json", {"parameters": values, "arm": arm, "main_run": str(main.root)})
+    return values, out
+
+
+def arms_to_run(p: Params) -> list[str]:
+    """The arms of ``ablation_arms`` that need a run folder of their own (not the main run repeated)."""
+    for arm in p.ablation_arms:
+        if arm not in ARMS:
+            raise ParamError(f"ablation_arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    return [arm for arm in p.ablation_arms if not reuse_main(p, arm)]
 
 
 def reuse_main(p: Params, arm: str) -> bool:
@@ -90,7 +94,8 @@ def table04(p: Params) -> pd.DataFrame:
     for arm in p.ablation_arms:
         path = main.root / "summary.json" if reuse_main(p, arm) else main.root / "ablation" / arm / "summary.json"
         if not path.is_file():
-            raise RunError(f"{path}: missing; run the ablation arm {arm!r} (notebook 05)")
+            raise RunError(f"{path}: missing; the study runner makes ablation arm {arm!r} before notebook 05 "
+                           "(python -m liverlib study ... --only 05)")  # fmt: skip
         s = read_json(path)
         ps, pv = s["per_slice"], s.get("per_volume", {})
         used = s["provenance"]["params"]
@@ -121,15 +126,3 @@ def table04(p: Params) -> pd.DataFrame:
                      "paper_liver_dice": paper.ABLATION_IMPROVEMENT[0], "paper_tumor_dice": paper.ABLATION_IMPROVEMENT[1],
                      "source": "relative change, as the paper's Improvement row"})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def run_ablation(p: Params, *, progress: bool = True) -> pd.DataFrame:
-    """Run every arm in ``ablation_arms`` (reusing the main run where it is the same) and build Table 4."""
-    from tqdm.auto import tqdm
-
-    for arm in tqdm(list(p.ablation_arms), desc="ablation arms", unit="arm", disable=not progress):
-        if arm not in ARMS:
-            raise ParamError(f"ablation_arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
-        if not reuse_main(p, arm):
-            run_arm(p, arm, progress=progress)
-    return table04(p)

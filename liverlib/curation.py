@@ -44,12 +44,20 @@ class SelectionError(CurationError):
 def prepare_data(p: Params) -> Path | None:
     """The data folder of a run: generates the embedded phantom for ``data_dir: phantom``.
 
+    ``data_dir: auto`` is the Kaggle LiTS mount when one is attached (``/kaggle/input`` holding
+    ``volume-N`` files), else the embedded phantom.
+
     Returns:
-        The folder to search, or None for the Kaggle mount (``data_dir: null``).
+        The folder to search, or None for the Kaggle mount (``data_dir: null``, or ``auto`` on Kaggle).
     """
     if p.data_dir is None:
         return None
-    if p.data_dir != "phantom":
+    if p.data_dir == "auto":
+        from liverlib.io import find_kaggle_root
+
+        if find_kaggle_root() is not None:
+            return None
+    elif p.data_dir != "phantom":
         return resolve_path(p.data_dir)
     from liverlib.phantom import generate_phantom
 

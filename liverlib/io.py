@@ -109,6 +109,8 @@ def find_cases(data_dir: str | Path | None = None) -> list[CasePaths]:
             )
     else:
         root = Path(data_dir).expanduser()
+        if root.is_file():
+            raise CaseError(f"{root}: is a file; data_dir must be a folder holding volume-N.nii[.gz] files")
         if not root.is_dir():
             raise CaseError(f"{root}: data folder does not exist")
     found: dict[str, dict[int, Path]] = {"volume": {}, "segmentation": {}}

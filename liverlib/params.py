@@ -21,7 +21,8 @@ DEFAULTS: dict[str, Any] = {
     # run
     "run_name": "paper",  # folder under output_root
     "output_root": "outputs",  # relative paths resolve against the project root
-    "data_dir": "phantom",  # "phantom" (embedded synthetic LiTS), a folder, or null (Kaggle mount)
+    "data_dir": "auto",  # "auto" (the Kaggle LiTS mount if attached, else the phantom), "phantom", a folder, or null (Kaggle mount)
+    "profiles": [],  # params/ profiles (names like "smoke" or paths) layered under the notebook's own values
     "cache_dir": "",  # "" = <output_root>/cache (shared by runs and ablation arms)
     "seed": 42,  # STUDY §1, §6
     "overwrite": False,  # allow a stage to replace files written with other parameters
@@ -215,6 +216,8 @@ def resolve(
         if isinstance(value, (bool, int, float, str, list, tuple)) or value is None:
             values[key] = value
     values.update(overrides)
+    if values.get("profiles"):  # notebook 01 opened alone: DEFAULTS ← profiles ← its cell ← injected values
+        values = {**load_profiles(*(profile_path(x) for x in values["profiles"])), **values}
     p = Params(copy.deepcopy(DEFAULTS))  # list defaults must not be shared with (and mutated through) a run
     p.update(validate(values, _source))
     if p.hu_window and (len(p.hu_window) != 2 or not p.hu_window[0] < p.hu_window[1]):
@@ -224,6 +227,70 @@ def resolve(
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
     return p
+
+
+def profile_path(name: str | Path) -> Path:
+    """A profile by name (``"smoke"`` → ``params/smoke.yaml`` of the project) or by path."""
+    text = str(name)
+    if "/" in text or text.endswith((".yaml", ".yml")):
+        return resolve_path(text)
+    return project_root() / "params" / f"{text}.yaml"
+
+
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "02": ("cache_dir",),
+    "03": ("device", "amp", "channels_last", "num_workers", "compile"),
+    "04": ("device", "amp", "eval_batch_size"),
+    "05": (),
+    "06": (),
+}
+"""What notebooks 02–06 may change in their own parameters cell; every other setting is the run's, recorded by
+notebook 01 in ``<run>/params.json``. These keys say how a stage runs on this machine, not what it computes."""
+
+RUN_KEYS = ("run_name", "output_root", "overwrite")
+"""Which run a stage works on, and whether it may replace outputs made with other parameters."""
+
+
+def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Params:
+    """The parameters of notebook ``stage`` (02–06): the run's recorded ones, plus what the stage may change.
+
+    Reads ``<output_root>/<run_name>/params.json`` (written by notebook 01 or, for an ablation arm, by the
+    runner), so a notebook opened alone works on the run's settings, not on its own defaults. A value given
+    for another of the run's settings must equal the recorded one (the runner passes every value).
+
+    Raises:
+        ParamError: unknown key; no ``params.json`` (notebook 01 has not run); a run setting that differs
+            from the recorded one (names the keys and the file).
+    """
+    stage = stage[:2]
+    values = {k: v for k, v in (namespace or {}).items() if _is_parameter(k, v)}
+    values.update(overrides)
+    values = validate(values, f"notebook {stage} parameters")
+    run_name, output_root = (
+        values.get("run_name", DEFAULTS["run_name"]),
+        values.get("output_root", DEFAULTS["output_root"]),
+    )
+    path = resolve_path(output_root) / str(run_name) / "params.json"
+    if not path.is_file():
+        raise ParamError(
+            f"{path}: missing; run notebook 01 for run {run_name!r} first (it records the run's parameters)"
+        )
+    recorded = validate(json.loads(path.read_text())["parameters"], str(path))
+    may = set(STAGE_KEYS[stage]) | set(RUN_KEYS)
+    differ = sorted(k for k, v in values.items() if k not in may and k != "profiles" and
+                    json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k])))  # fmt: skip
+    if differ:
+        raise ParamError(f"notebook {stage}: {', '.join(differ)} differ from the run's parameters in {path}; these are "
+                         "set in notebook 01 (rerun it, with overwrite: true where a stage ran) or use another run_name")  # fmt: skip
+    return resolve(**{**recorded, **{k: v for k, v in values.items() if k in may}, "profiles": []},
+                   _source=f"notebook {stage} parameters")  # fmt: skip
+
+
+def _is_parameter(key: str, value: Any) -> bool:
+    """A notebook variable that counts as a parameter (see :func:`resolve`)."""
+    if key.startswith("_") or key in ("In", "Out", "exit", "quit", "get_ipython"):
+        return False
+    return isinstance(value, (bool, int, float, str, list, tuple)) or value is None
 
 
 def project_root(start: str | Path | None = None) -> Path:

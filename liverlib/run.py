@@ -75,6 +75,11 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def cache_root(p: Params) -> Path:
+    """Where preprocessed caches live: ``cache_dir`` or ``<output_root>/cache`` (shared by runs and ablation arms)."""
+    return resolve_path(p.cache_dir) if p.cache_dir else resolve_path(p.output_root) / "cache"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     import torch

@@ -12,14 +12,9 @@ import pandas as pd
 
 from liverlib.curation import curate, table3
 from liverlib.io import load_case
-from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params, resolve_path
+from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
-from liverlib.run import RunDir, RunError, read_json, write_json, write_table
-
-
-def cache_root(p: Params) -> Path:
-    """Where preprocessed caches live: ``cache_dir`` or ``<output_root>/cache``."""
-    return resolve_path(p.cache_dir) if p.cache_dir else resolve_path(p.output_root) / "cache"
+from liverlib.run import RunDir, RunError, cache_root, read_json, write_json, write_table
 
 
 def example_slice(run: RunDir, split: str = "train") -> pd.Series:
@@ -192,14 +187,14 @@ def check_no_leak(run: RunDir, model_name: str) -> None:
 
 
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
-    """Notebook 05: the preprocessing ablation → ``ablation/<arm>/``, Table 4 and its bar chart."""
+    """Notebook 05: Table 4 and its bar chart from the arms' run folders ``ablation/<arm>/`` (made by the runner)."""
     from liverlib import figures
-    from liverlib.ablation import run_ablation as _run
+    from liverlib.ablation import table04 as _run
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
     run.guard("05_ablation", p.subset(ABLATION_KEYS), overwrite=p.overwrite, record=False)
-    t4 = _run(p, progress=progress)
+    t4 = _run(p)
     write_table(t4, run.table("table04_ablation"))
     figures.save_figure(figures.fig_ablation(t4), run.figure("fig_ablation"))
     run.record("05_ablation", p.subset(ABLATION_KEYS))

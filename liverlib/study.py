@@ -1,5 +1,10 @@
 """The study runner: executes the numbered notebooks in order through papermill (STUDY §1–9).
 
+It is the one mechanism for variants: ablation arms (``outputs/<run>/ablation/<arm>/``, made before
+notebook 05 by notebooks 02–04) and cross-validation folds (``outputs/<run>/folds/<k>/``, each a whole
+study) are run folders made by the same notebooks, resumable and guarded like any run. No notebook
+starts another.
+
 ``python -m liverlib study -f params/base.yaml -f params/smoke.yaml`` runs 01 → 06 into
 ``outputs/<run_name>/notebooks/``; it stops at the first failing notebook, naming the cell error and
 the partial executed notebook, and ``--start 03`` resumes from a stage (each stage reads only the
@@ -17,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liverlib.params import ParamError, load_profiles, project_root, resolve
+from liverlib.params import ParamError, Params, load_profiles, project_root, resolve
 from liverlib.run import RunDir, read_json, write_json
 
 
@@ -45,6 +50,7 @@ def study_parameters(profiles: list[str], overrides: dict[str, Any] | None = Non
     """Merge profiles and overrides, validated (an unknown key is an error, not papermill's warning)."""
     values = load_profiles(*profiles)
     values.update(overrides or {})  # a null override is checked like any value ("needs a value"), never dropped
+    values["profiles"] = []  # the runner merged the profiles itself; notebook 01 must not layer its default ones
     resolve(_source="profiles and overrides", **values)  # full validation, including cross-field checks
     return values
 
@@ -58,7 +64,7 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         overrides: values that win over the profiles (e.g. ``data_dir``, ``run_name``).
         start: a notebook number ("03") or name prefix to restart from.
         only: notebook numbers to run (default: all from ``start``).
-        all_folds: with ``folds > 0``, run every fold (``<run_name>-foldN``) and pool them
+        all_folds: with ``folds > 0``, run every fold (``<run_name>/folds/<k>/``) and pool them
             (:func:`run_folds`); False runs the one ``fold`` given.
 
     Raises:
@@ -66,9 +72,13 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
     """
     values = study_parameters(profiles, overrides)
     p = resolve(**values)
+    from liverlib.ablation import arms_to_run
+
+    arms = arms_to_run(p)  # an unknown arm is refused before anything runs
     if p.folds and all_folds:
         return run_folds(profiles, overrides=overrides, start=start, only=only)
     run = RunDir.from_params(p)
+    warn_gpu_sized_job(p)
     out_dir = run.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     nbs = notebooks()
@@ -88,6 +98,8 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
     for i, nb in enumerate(nbs, 1):
         print(f"[{i}/{len(nbs)}] {nb.name}", flush=True)
         t0 = time.perf_counter()
+        if nb.name.startswith("05") and arms:
+            run_arms(p, arms)
         execute_notebook(nb, out_dir, values)
         seconds = time.perf_counter() - t0
         timings[nb.name] = round(seconds, 1)
@@ -96,6 +108,34 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         print(f"      done in {seconds:.1f} s", flush=True)
     print(f"liverlib study: finished; outputs in {run.root}", flush=True)
     return run.root
+
+
+def warn_gpu_sized_job(p: Params) -> None:
+    """Say at the start when a GPU-sized run (the paper or full_lits profile) will train on the CPU, and for how long."""
+    import torch
+
+    from liverlib.training import cpu_hours
+
+    if p.device in ("auto", "cpu") and not torch.cuda.is_available():
+        hours = cpu_hours(
+            p.image_size, 1350 * max(1, p.n_volumes or 131) / 11, p.epochs
+        )  # the paper: 1,350 per 11 volumes
+        if hours > 1:
+            print(f"liverlib study: note: no CUDA device; {p.epochs} epochs at {p.image_size}² will train on the CPU "
+                  f"for about {hours:,.0f} h (≈ {hours / 24:.1f} days; derived from docs/benchmarks.md). The smoke "
+                  "profile runs the whole study in minutes: -f params/base.yaml -f params/smoke.yaml", flush=True)  # fmt: skip
+
+
+def run_arms(p: Params, arms: list[str]) -> None:
+    """Make each ablation arm's run folder with notebooks 02–04 (stage 05's variants; finished stages are reused)."""
+    from liverlib.ablation import prepare_arm
+
+    stages = [nb for nb in notebooks() if nb.name[:2] in ("02", "03", "04")]
+    for k, arm in enumerate(arms, 1):
+        values, root = prepare_arm(p, arm)
+        print(f"      ablation arm {k}/{len(arms)} {arm!r} -> {root}", flush=True)
+        for nb in stages:
+            execute_notebook(nb, root / "notebooks", values)
 
 
 def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
@@ -137,32 +177,49 @@ def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
 
 def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
               only: list[str] | None = None) -> Path:  # fmt: skip
-    """Cross-validation: run the study once per fold (``<run_name>-foldN``) and pool per-volume metrics.
+    """Cross-validation: run the study once per fold into ``<run_name>/folds/<k>/`` and pool per-volume metrics.
 
-    Writes ``<output_root>/<run_name>/cv_per_volume.csv`` (every test volume of every fold) and
-    ``cv_summary.json`` (Dice per case and global Dice over all folds' test volumes).
+    Writes ``<output_root>/<run_name>/cv_per_volume.csv`` (every test volume of every fold, each exactly
+    once) and ``cv_summary.json`` (Dice per case and global Dice over all folds' test volumes).
+
+    Raises:
+        RunError: a volume was tested in two folds, or a selected volume in none.
     """
     import pandas as pd
 
     values = study_parameters(profiles, overrides)
     p = resolve(**values)
+    out = RunDir.from_params(p)
     frames = []
     for fold in range(p.folds):
-        root = run_study(profiles, overrides={**(overrides or {}), "fold": fold, "run_name": f"{p.run_name}-fold{fold}"},
-                         start=start, only=only, all_folds=False)  # fmt: skip
+        print(f"cross-validation: fold {fold + 1}/{p.folds}", flush=True)
+        fold_overrides = {
+            **(overrides or {}),
+            "fold": fold,
+            "run_name": str(fold),
+            "output_root": str(out.root / "folds"),
+        }
+        root = run_study(profiles, overrides=fold_overrides, start=start, only=only, all_folds=False)
         pv = root / "per_volume.csv"
         if pv.is_file():
             frames.append(pd.read_csv(pv).assign(fold=fold))
-    out = RunDir.from_params(resolve(**{**values, "fold": 0}))
     if frames:
-        from liverlib.run import write_table
+        from liverlib.run import RunError, write_table
 
         cv = pd.concat(frames, ignore_index=True)
+        twice = sorted(cv.volume_id[cv.volume_id.duplicated()].unique().tolist())
+        if twice:
+            raise RunError(f"{out.root}: volume(s) {twice} were tested in more than one fold")
+        selected = {int(v) for ids in read_json(root / "splits.json")["splits"].values() for v in ids}
+        untested = sorted(selected - set(cv.volume_id.astype(int)))
+        if len(frames) == p.folds and untested:
+            raise RunError(f"{out.root}: selected volume(s) {untested} were tested in no fold")
         write_table(cv, out.root / "cv_per_volume.csv", markdown=False)
         summary = {
             "folds": p.folds,
             "volumes": int(len(cv)),
             "rule": "per volume, LiTS classes; NaN (both empty) left out",
+            "per_fold_volumes": {int(f): sorted(int(v) for v in g.volume_id) for f, g in cv.groupby("fold")},
         }
         for c in ("liver", "tumor"):
             tp, pv_, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
 from liverlib.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.io import remove_stale_temps
 from liverlib.losses import CombinedLoss
 from liverlib.metrics import dice, iou, slice_stats
 from liverlib.model import build_model
@@ -51,6 +52,16 @@ empty/empty slice scores 1, the paper's rule); ``val_tumor_dice_gtpos``: mean tu
 
 RANK_SEED_STRIDE = 7919
 """Rank r of a DDP run seeds augmentation and dropout with ``seed * 1000 + epoch + r * RANK_SEED_STRIDE``."""
+
+
+CPU_TRAIN_SLICES_PER_S_256 = 0.21
+"""The paper model's fp32 training step at 256² on a 2-core CPU (docs/benchmarks.md, shared/NOTES.md)."""
+
+
+def cpu_hours(image_size: int, slices: float, epochs: int) -> float:
+    """Expected CPU hours to train ``epochs`` over ``slices`` training slices (the cost scales with the pixel count)."""
+    rate = CPU_TRAIN_SLICES_PER_S_256 * (256 / image_size) ** 2
+    return epochs * slices / rate / 3600
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -221,9 +232,8 @@ class TrainState:
 
 def _remove_stale_temps(out: Path) -> None:
     """Remove temp files a killed checkpoint or history write left (``.last.*.pt``, ``.best.*.pt``, ``.history.*.csv``)."""
-    for pattern in (".last.*.pt", ".best.*.pt", ".history.*.csv"):
-        for f in out.glob(pattern):
-            f.unlink(missing_ok=True)
+    for name in ("last.pt", "best.pt", "history.csv"):
+        remove_stale_temps(out, name)
 
 
 def resume(state: TrainState, out: Path, device: torch.device, *, overwrite: bool, repair: bool = True) -> TrainState:
@@ -346,6 +356,10 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     if world > 1:  # every rank resumes from rank 0's decision (only rank 0 reads and repairs the files)
         state = _resume_all_ranks(state, out, device, rank, p.overwrite)
     resumed_from = state.start - 1
+    hours = cpu_hours(p.image_size, len(train_idx), epochs - resumed_from)
+    if device.type == "cpu" and rank == 0 and hours > 1:
+        print(f"note: no CUDA device: {epochs - resumed_from} epochs of {len(train_idx)} slices at {p.image_size}² on "
+              f"the CPU take about {hours:,.0f} h (derived from docs/benchmarks.md); a GPU takes minutes", flush=True)  # fmt: skip
     raw = model
     if world > 1:
         if device.type == "cuda":

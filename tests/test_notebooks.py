@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from liverlib.params import DEFAULTS, load_profiles
+from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, load_profiles
 from liverlib.study import notebooks, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,18 +126,37 @@ def _parameters(nb: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("profile", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_profile_key_is_a_notebook_parameter(profile: Path) -> None:
-    declared = set().union(*(_parameters(nb) for nb in notebooks()))
+def test_every_profile_key_is_a_parameter(profile: Path) -> None:
     keys = set(yaml.safe_load(profile.read_text()) or {})
     assert keys <= set(DEFAULTS), keys - set(DEFAULTS)
-    assert keys <= declared, f"keys no notebook declares: {sorted(keys - declared)}"
+
+
+def test_later_notebooks_hold_only_what_their_stage_may_change() -> None:
+    """02–06 read the run's settings from params.json; their cells name the run and the stage's own keys only."""
+    for nb in notebooks()[1:]:
+        allowed = set(STAGE_KEYS[nb.name[:2]]) | set(RUN_KEYS)
+        assert _parameters(nb) <= allowed, (nb.name, _parameters(nb) - allowed)
+        assert 'liverlib.stage_params("' + nb.name[:2] in nb.read_text().replace('\\"', '"')
 
 
 def test_notebook_defaults_equal_the_schema() -> None:
+    """Cell defaults are the schema's, except notebook 01's profiles and the run they name (the smoke run)."""
+    run_names = set()
     for nb in notebooks():
         cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         ns: dict = {}
         exec(cell.source, {}, ns)  # literals only
-        for k, v in ((k, v) for k, v in ns.items() if not k.startswith("_")):
+        run_names.add(ns.get("run_name"))
+        for k, v in ((k, v) for k, v in ns.items() if not k.startswith("_") and k not in ("profiles", "run_name")):
             assert k in DEFAULTS, f"{nb.name}: {k} is not a parameter"
             assert v == DEFAULTS[k], f"{nb.name}: {k} = {v!r}, schema default {DEFAULTS[k]!r}"
+    assert run_names == {"smoke"}
+
+
+def test_first_cell_says_what_the_defaults_do_and_how_long() -> None:
+    for nb in notebooks():
+        first = nbformat.read(nb, as_version=4).cells[0]
+        assert first.cell_type == "markdown" and "**Defaults:**" in first.source and "**Time:**" in first.source, (
+            nb.name
+        )
+        assert "CPU" in first.source, nb.name

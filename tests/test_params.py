@@ -224,3 +224,28 @@ def test_write_json_cleans_numpy_and_nan(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.json"]
     with pytest.raises(RunError, match="missing"):
         read_json(tmp_path / "nope.json")
+
+
+def test_stage_params_read_the_run_and_refuse_other_settings(tmp_path):
+    """Notebooks 02–06 take the run's settings from params.json; a differing run setting is an error naming it."""
+    from liverlib.params import ParamError, resolve, stage_params
+    from liverlib.run import write_json
+
+    with pytest.raises(ParamError, match="params.json: missing; run notebook 01"):
+        stage_params("03", run_name="r", output_root=str(tmp_path))
+    write_json(tmp_path / "r/params.json", {"parameters": dict(resolve(run_name="r", output_root=str(tmp_path),
+                                                                       epochs=7, lr=1e-3, image_size=64))})  # fmt: skip
+    p = stage_params("03", {"run_name": "r", "output_root": str(tmp_path), "num_workers": 0, "lr": 1e-3, "_x": 1})
+    assert (p.epochs, p.image_size, p.lr, p.num_workers) == (7, 64, 1e-3, 0)  # recorded + the stage's own key
+    with pytest.raises(ParamError, match=r"notebook 06: image_size, lr differ from the run's parameters in .*params.json"):
+        stage_params("06", run_name="r", output_root=str(tmp_path), lr=5e-4, image_size=256)
+    with pytest.raises(ParamError, match="unknown parameter 'epoch'"):
+        stage_params("04", run_name="r", output_root=str(tmp_path), epoch=3)
+
+
+def test_notebook_01_layers_its_profiles_under_its_cell():
+    from liverlib.params import resolve
+
+    p = resolve({"profiles": ["base", "smoke"], "epochs": 3})
+    assert (p.image_size, p.epochs, p.run_name) == (64, 3, "smoke")  # smoke's size, the cell's epochs
+    assert resolve({"profiles": []}).image_size == 256

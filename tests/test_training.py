@@ -1,7 +1,9 @@
-"""Training loop: resume equals an uninterrupted run, guards against mismatched caches/checkpoints."""
+"""Training loop: resume equals an uninterrupted run; guards against mismatched caches, checkpoints and splits;
+repairs after a kill; Ctrl-C leaves a resumable run. Every test prepares what it reads (no test order)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -9,10 +11,10 @@ import pytest
 import torch
 
 from liverlib import stages
-from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
+from liverlib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from liverlib.params import resolve
-from liverlib.run import RunError
-from liverlib.training import train
+from liverlib.run import RunError, read_json, write_json
+from liverlib.training import TrainingInterrupted, train
 
 TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
             image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu")  # fmt: skip
@@ -20,6 +22,7 @@ TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slice
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Curation and cache of a tiny phantom run ``base`` (no training)."""
     root = tmp_path_factory.mktemp("train")
     p = resolve(**TINY, output_root=str(root), run_name="base")
     stages.run_curation(p, progress=False)
@@ -28,20 +31,24 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _params(root: Path, name: str, **kw: object):
+    """Params of run folder ``name`` sharing ``base``'s curation and cache (files copied on first use)."""
     p = resolve(**TINY, output_root=str(root), run_name="base")
     run = root / name
-    if name != "base":  # a second run folder sharing the curation and the cache
-        import shutil
-
+    if name != "base":
+        run.mkdir(exist_ok=True)
         for f in ("manifest.csv", "volumes.csv", "splits.json", "preprocess.json"):
             if not (run / f).exists():
-                run.mkdir(exist_ok=True)
                 shutil.copy2(root / "base" / f, run / f)
     return resolve(**{**dict(p), **kw, "run_name": name})
 
 
-def test_resume_matches_uninterrupted_run(prepared: Path) -> None:
-    full = train(_params(prepared, "full"), progress=False)
+@pytest.fixture(scope="module")
+def full(prepared: Path) -> dict:
+    """An uninterrupted 3-epoch run ``full``."""
+    return train(_params(prepared, "full"), progress=False)
+
+
+def test_resume_matches_uninterrupted_run(prepared: Path, full: dict) -> None:
     p = _params(prepared, "killed")
     first = train(p, progress=False, stop_after=1)
     assert len(first["history"]) == 1
@@ -54,12 +61,14 @@ def test_resume_matches_uninterrupted_run(prepared: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_learning_on_the_phantom(prepared: Path) -> None:
-    h = pd.read_csv(prepared / "full/models/hybrid/history.csv")
+def test_learning_on_the_phantom(full: dict) -> None:
+    h = full["history"]
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    # GT-positive tumor Dice is logged beside the smoothed one, over the slices that hold tumor
+    assert (h.val_tumor_gtpos_n > 0).all() and h.val_tumor_dice_gtpos.between(0, 1).all()
 
 
-def test_finished_run_is_not_retrained_and_other_params_are_refused(prepared: Path) -> None:
+def test_finished_run_is_not_retrained_and_other_params_are_refused(prepared: Path, full: dict) -> None:
     p = _params(prepared, "full")
     best = prepared / "full/models/hybrid/best.pt"
     before = best.stat().st_mtime_ns
@@ -70,9 +79,68 @@ def test_finished_run_is_not_retrained_and_other_params_are_refused(prepared: Pa
     assert best.stat().st_mtime_ns == before
 
 
+@pytest.mark.reliability("refused: 'an earlier training here used another split'; with overwrite: retrained", 1,
+                         "the old checkpoints until overwrite")  # fmt: skip
+def test_changed_split_is_refused_or_retrained(prepared: Path) -> None:
+    """Re-curation moved a training volume into test: the finished model is not reused."""
+    p = _params(prepared, "resplit", epochs=1)
+    first = train(p, progress=False)
+    splits = read_json(prepared / "resplit/splits.json")
+    moved = splits["splits"]["train"][0]
+    splits["splits"]["train"] = splits["splits"]["train"][1:]
+    splits["splits"]["test"] = [*splits["splits"]["test"], moved]
+    write_json(prepared / "resplit/splits.json", splits)
+    with pytest.raises(RunError, match="another split"):
+        train(p, progress=False)
+    again = train(_params(prepared, "resplit", epochs=1, overwrite=True), progress=False)
+    assert again["resumed_from"] == 0 and moved in again["split"]["test"] and moved not in again["split"]["train"]
+    ckpt = load_checkpoint(prepared / "resplit/models/hybrid/best.pt")
+    assert moved in ckpt["split"]["test"] and moved in first["split"]["train"]
+    assert ckpt["config"]["split"] == again["split"]
+
+
+@pytest.mark.reliability("nothing; the next run removes the temp file and repairs best.pt/history.csv", None,
+                         "last.pt (the last complete epoch)")  # fmt: skip
+def test_kill_between_writes_is_repaired(prepared: Path) -> None:
+    """A kill during a checkpoint write (stale temp), or between last.pt and best.pt/history.csv."""
+    p = _params(prepared, "repair", epochs=2)
+    train(p, progress=False, stop_after=1)
+    out = prepared / "repair/models/hybrid"
+    stale = out / ".last.k3j_x9ab.pt"  # the name mkstemp gives an atomic write of last.pt
+    stale.write_bytes(b"x" * 1000)
+    last = load_checkpoint(out / "last.pt")
+    (out / "history.csv").unlink()
+    old_best = load_checkpoint(out / "best.pt")
+    save_checkpoint({**old_best, "epoch": 0}, out / "best.pt")  # best.pt one epoch behind last.pt
+    res = train(p, progress=False)
+    assert not stale.exists()
+    assert load_checkpoint(out / "best.pt")["epoch"] in (1, 2) and res["resumed_from"] == 1
+    assert list(pd.read_csv(out / "history.csv").epoch) == [1, 2]
+    assert last["best"]["epoch"] == 1  # the first epoch is always the best so far: repaired from last.pt
+
+
+@pytest.mark.reliability("'interrupted at epoch N of M (... last.pt); rerun the same command to resume'", 130,
+                         "last.pt of the last complete epoch")  # fmt: skip
+def test_ctrl_c_leaves_a_resumable_run(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import liverlib.training as tr
+
+    p = _params(prepared, "ctrlc", epochs=2)
+    train(p, progress=False, stop_after=1)
+    real = tr.train_epoch
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "train_epoch", interrupt)
+    with pytest.raises(TrainingInterrupted, match="interrupted at epoch 2 of 2 .*rerun the same command to resume"):
+        train(p, progress=False)
+    monkeypatch.setattr(tr, "train_epoch", real)
+    assert train(p, progress=False)["resumed_from"] == 1
+
+
 def test_cache_made_with_other_preprocessing_is_refused(prepared: Path) -> None:
     with pytest.raises(RunError, match="other preprocessing"):
-        train(_params(prepared, "full", use_clahe=False), progress=False)
+        train(_params(prepared, "other", use_clahe=False), progress=False)
 
 
 def test_missing_cache_and_empty_split_are_clear_errors(prepared: Path, tmp_path: Path) -> None:
@@ -86,7 +154,8 @@ def test_missing_cache_and_empty_split_are_clear_errors(prepared: Path, tmp_path
 
 
 def test_checkpoint_from_another_model_is_refused(prepared: Path) -> None:
-    ckpt = load_checkpoint(prepared / "full/models/hybrid/best.pt")
+    train(_params(prepared, "one", epochs=1), progress=False)
+    ckpt = load_checkpoint(prepared / "one/models/hybrid/best.pt")
     ckpt["config"] = {**ckpt["config"], "model": "unet_smp"}
     with pytest.raises(RunError, match="do not fit"):
         model_from_checkpoint(ckpt)

@@ -1,0 +1,87 @@
+"""Every stage is guarded (a rerun with other parameters is refused unless overwrite, naming the keys), and a
+model is never scored on volumes it trained on (issue 9 items 4–5)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from liverlib import stages
+from liverlib.params import resolve
+from liverlib.run import RunError, read_json, write_json
+
+TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
+            image_size=32, epochs=1, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu",
+            bootstrap_resamples=20, eval_batch_size=8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output root holding run ``r``: curated, preprocessed, trained one epoch."""
+    root = tmp_path_factory.mktemp("stages")
+    p = resolve(**TINY, output_root=str(root), run_name="r")
+    stages.run_curation(p, progress=False)
+    stages.run_preprocessing(p, progress=False, figures_too=False)
+    stages.run_training(p, progress=False)
+    return root
+
+
+def _copy(root: Path, name: str) -> Path:
+    dst = root / name
+    if not dst.exists():
+        shutil.copytree(root / "r", dst)
+    return dst
+
+
+def test_curation_records_the_resolved_parameters(trained: Path) -> None:
+    params = read_json(trained / "r/params.json")["parameters"]
+    assert params["image_size"] == 32 and params["run_name"] == "r"
+    tj = read_json(trained / "r/training.json")
+    assert tj["settings"]["lr"] == 1e-3 and tj["trained_parameters"] > 0
+    assert set(tj["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.reliability("'stage '02_preprocessing' already ran here with other parameters (image_size)'", 1,
+                         "preprocess.json and Figs. 3-4 of the first run")  # fmt: skip
+def test_preprocessing_rerun_with_other_size_is_refused(trained: Path) -> None:
+    _copy(trained, "pre")
+    before = (trained / "pre/preprocess.json").read_text()
+    p = resolve(**{**TINY, "image_size": 48}, output_root=str(trained), run_name="pre")
+    with pytest.raises(RunError, match=r"'02_preprocessing' already ran here with other parameters \(image_size\)"):
+        stages.run_preprocessing(p, progress=False, figures_too=False)
+    assert (trained / "pre/preprocess.json").read_text() == before
+    stages.run_preprocessing(
+        resolve(**TINY, output_root=str(trained), run_name="pre"), progress=False, figures_too=False
+    )
+
+
+@pytest.mark.reliability("'... trained or validated on test volume(s) [N] ...; retrain'", 1,
+                         "no metrics written; the old model")  # fmt: skip
+def test_evaluation_refuses_a_model_trained_on_a_test_volume(trained: Path) -> None:
+    run = _copy(trained, "leak")
+    splits = read_json(run / "splits.json")
+    moved = splits["splits"]["train"][0]
+    splits["splits"]["train"].remove(moved)
+    splits["splits"]["test"].append(moved)
+    write_json(run / "splits.json", splits)
+    p = resolve(**TINY, output_root=str(trained), run_name="leak")
+    with pytest.raises(RunError, match=rf"trained or validated on test volume\(s\) \[{moved}\]"):
+        stages.run_evaluation(p, progress=False)
+    assert not (run / "summary.json").exists()
+
+
+@pytest.mark.reliability("'stage '04_evaluation' already ran here with other parameters (eval_batch_size)'", 1,
+                         "summary.json and Tables 6-7 of the first run")  # fmt: skip
+def test_evaluation_rerun_with_other_parameters_is_refused(trained: Path) -> None:
+    _copy(trained, "ev")
+    p = resolve(**TINY, output_root=str(trained), run_name="ev")
+    stages.run_evaluation(p, progress=False)
+    before = (trained / "ev/summary.json").read_text()
+    with pytest.raises(RunError, match=r"'04_evaluation' already ran here with other parameters \(eval_batch_size\)"):
+        stages.run_evaluation(resolve(**{**TINY, "eval_batch_size": 4}, output_root=str(trained), run_name="ev"),
+                              progress=False)  # fmt: skip
+    assert (trained / "ev/summary.json").read_text() == before
+    stages.run_evaluation(resolve(**{**TINY, "eval_batch_size": 4, "overwrite": True}, output_root=str(trained),
+                                  run_name="ev"), progress=False)  # fmt: skip
