@@ -287,7 +287,10 @@ def plan_outputs(input: str | Path, output: str | Path, *, overwrite: bool = Fal
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise FileExistsError(f"{existing[0]}{more}: output exists; pass --overwrite (overwrite=True) to replace it")
-    for o in outputs + [sidecar_path(j.mask) for j in jobs]:
+    sidecars = [sidecar_path(j.mask) for j in jobs]
+    if report is not None and Path(report).expanduser() in sidecars:
+        raise CaseError(f"{report}: is the label sidecar of a mask; give the report another name")
+    for o in outputs + sidecars:
         check_writable(o)
     for j in jobs:
         if j.input.is_dir():

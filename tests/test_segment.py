@@ -346,18 +346,19 @@ def _series_geometry_affine(folder: Path) -> np.ndarray:
     return aff
 
 
-def test_dicom_series_of_the_real_ct_segments_like_the_nifti(tmp_path, tiny_ckpt):
+def test_dicom_series_of_the_real_ct_segments_like_the_nifti(tmp_path, fake):
     ct = real_ct()
     ref = nib.load(ct)
     write_series(np.asanyarray(ref.dataobj), ref.affine, tmp_path / "dicom")
-    (r,) = seg.segment_file(tiny_ckpt, tmp_path / "dicom", tmp_path / "from_dicom.nii.gz", device="cpu", progress=False)
-    seg.segment_file(tiny_ckpt, ct, tmp_path / "from_nifti.nii.gz", device="cpu", progress=False)
+    (r,) = seg.segment_file(fake, tmp_path / "dicom", tmp_path / "from_dicom.nii.gz", device="cpu", progress=False)
+    seg.segment_file(fake, ct, tmp_path / "from_nifti.nii.gz", device="cpu", progress=False)
     out, nif = nib.load(tmp_path / "from_dicom.nii.gz"), nib.load(tmp_path / "from_nifti.nii.gz")
     assert np.allclose(out.affine, _series_geometry_affine(tmp_path / "dicom"), atol=1e-4)
     assert np.allclose(out.affine, ref.affine, atol=1e-4) and out.shape == ref.shape
     assert out.header["sform_code"] == 1 and out.header.get_xyzt_units()[0] == "mm"
     mask = np.asanyarray(out.dataobj)
     assert np.array_equal(mask, np.asanyarray(nif.dataobj)) and r["orientation"] == "RAS"
+    assert r["liver_voxels"] > 1000 and r["tumor_voxels"] > 10  # HU thresholds: a mask with content to compare
     assert r["input"] == str(tmp_path / "dicom")
 
 
@@ -509,6 +510,8 @@ def test_mask_has_a_label_sidecar(tmp_path, fake):
     side = json.loads((tmp_path / "mask.json").read_text())
     assert side == {"labels": {"0": "background", "1": "liver", "2": "tumor"}}
     assert {int(k): v for k, v in side["labels"].items()} == {v: k for k, v in LABELS.items()}
+    with pytest.raises(CaseError, match="label sidecar"):
+        seg.segment_file(fake, vol, tmp_path / "m.nii.gz", report=tmp_path / "m.json", progress=False)
 
 
 def test_skip_existing_skips_written_masks_and_says_so(tmp_path, fake, capsys):
