@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from liverlib.runtime import amp_settings
+from liverlib.runtime import amp_settings, cpu_bf16_supported
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 """Values of ``precision`` (``segment --precision``)."""
@@ -27,8 +27,8 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates or falls back."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    """True where the CPU computes bf16 natively (:func:`liverlib.runtime.cpu_bf16_supported`); elsewhere bf16 is emulated."""
+    return cpu_bf16_supported()
 
 
 def autocast_dtype(device: torch.device | str, precision: str = "auto", amp: bool = False) -> torch.dtype | None:
