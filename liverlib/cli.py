@@ -1,8 +1,8 @@
 """Command line: ``python -m liverlib {study,train,segment,phantom,bench} ...``.
 
 Exit codes: 0 done; 2 a usage mistake (bad arguments or parameters, an input that cannot be used, an
-output that exists) — nothing was changed; 1 a failure while running (a refused or failed stage, an
-unwritable target, a bad checkpoint); 130 interrupted (Ctrl-C: rerun the same command to resume).
+output that exists or cannot be written) — nothing was changed; 1 a failure while running (a refused or
+failed stage, a bad checkpoint, a failed write); 130 interrupted (Ctrl-C: rerun the same command to resume).
 Every error is one line, ``liverlib <command>: error: <what, naming the file>``.
 """
 

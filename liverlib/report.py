@@ -67,19 +67,21 @@ def _save(df: pd.DataFrame, path: Path, key: str) -> None:
 
 
 def render_training(run: RunDir, p: Params | None = None) -> dict[str, Any]:
-    """Table 5 and Figs. 6–7 from ``models/<model>/history.csv`` (the model named in the run's files)."""
+    """Tables 1, 2, 5 and Figs. 6–7 from the run's files (``models/<model>/history.csv``, ``training.json``)."""
     settings = run_settings(run)
     model = _read(run.root / "training.json").get("model") or settings.get("model") or (p.model if p else "hybrid")
     hist_p = run.root / "models" / model / "history.csv"
     if not hist_p.is_file():
         raise RunError(f"{hist_p}: missing; run notebook 03 (training) first")
     hist = pd.read_csv(hist_p)
+    setup = render_setup_tables(run)
     best = int(hist.epoch[hist.val_loss.idxmin()])
     t5 = tables.table05_training(hist, best)
     _save(t5, run.table(TABLES["table05"]), "table05")
     figures.save_figure(figures.fig06_loss_curves(hist, paper=paper.TABLE5), run.figure(FIGURES["fig06"]))
     figures.save_figure(figures.fig07_metric_curves(hist, paper=paper.TABLE5), run.figure(FIGURES["fig07"]))
     return {
+        **setup,
         "history": hist,
         "table05": t5,
         "fig06": run.figure(FIGURES["fig06"]),
@@ -164,20 +166,22 @@ def table08_comparison(run: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_tables(run: RunDir) -> None:
-    """Tables 1, 2 and 8 from the run's files (trained input size, loss settings, models), and every table's
-    Markdown re-rendered from its CSV with "–" for undefined values."""
+def render_setup_tables(run: RunDir) -> dict[str, pd.DataFrame]:
+    """Tables 1 and 2 from the run's files (the trained input size, the loss settings); stage 03 writes them."""
     st = run_settings(run)
-    _save(tables.table01_architecture(256, trained_size=int(st["image_size"]) if st.get("image_size") else None),
-          run.table(TABLES["table01"]), "table01")  # fmt: skip
+    t1 = tables.table01_architecture(256, trained_size=int(st["image_size"]) if st.get("image_size") else None)
+    _save(t1, run.table(TABLES["table01"]), "table01")
+    out = {"table01": t1}
     if all(k in st for k in ("ce_weight", "dice_weight", "focal_weight", "focal_alpha", "focal_gamma", "dice_eps")):
-        _save(tables.table02_loss(st), run.table(TABLES["table02"]), "table02")
+        out["table02"] = tables.table02_loss(st)
+        _save(out["table02"], run.table(TABLES["table02"]), "table02")
+    return out
+
+
+def render_tables(run: RunDir) -> None:
+    """Table 8 (the comparison) from the run's files; stage 06 writes it (every other table has its stage)."""
     if (run.root / "summary.json").is_file():
         _save(table08_comparison(run), run.table(TABLES["table08"]), "table08")
-    for key, name in TABLES.items():
-        csv = run.table(name).with_suffix(".csv")
-        if csv.is_file() and csv.stat().st_size > 1:
-            write_text(csv.with_suffix(".md"), tables.to_markdown(pd.read_csv(csv), FLOATFMT.get(key, ".4f")))
 
 
 def _md(path: Path) -> str:

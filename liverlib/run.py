@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from liverlib.io import atomic_write
-from liverlib.params import DEFAULTS, Params, resolve_path
+from liverlib.params import DEFAULTS, ParamError, Params, resolve_path
 
 
 class RunError(RuntimeError):
@@ -49,11 +49,12 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True, floatfmt: str = ".4f") -> Path:
-    """Write a table as CSV (and Markdown beside it), atomically."""
+    """Write a table as CSV (and Markdown beside it, "–" for an undefined value), atomically."""
     path = Path(path)
     write_text(path.with_suffix(".csv"), df.to_csv(index=False))
     if markdown:
-        write_text(path.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+        shown = df.astype(object).where(df.notna(), None)
+        write_text(path.with_suffix(".md"), shown.to_markdown(index=False, floatfmt=floatfmt, missingval="–") + "\n")
     return path.with_suffix(".csv")
 
 
@@ -99,7 +100,7 @@ class RunDir:
     def from_params(cls, p: Params) -> RunDir:
         """``<output_root>/<run_name>``, created if missing."""
         if not p.run_name or "/" in p.run_name or p.run_name.startswith("."):
-            raise RunError(f"run_name must be a plain folder name, got {p.run_name!r}")
+            raise ParamError(f"run_name must be a plain folder name, got {p.run_name!r}")
         root = resolve_path(p.output_root) / p.run_name
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -107,8 +108,8 @@ class RunDir:
             probe.touch()
             probe.unlink()
         except OSError as exc:
-            raise RunError(f"{root}: cannot create or write the run folder ({exc.strerror or exc}); "
-                           "check output_root and run_name") from None  # fmt: skip
+            raise ParamError(f"{root}: cannot create or write the run folder ({exc.strerror or exc}); "
+                             "check output_root and run_name") from None  # fmt: skip
         return cls(root)
 
     @property

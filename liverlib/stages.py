@@ -118,18 +118,16 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
 
 
 def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
-    """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Table 1, Table 5, Figs. 6–7."""
-    from liverlib import report, tables
+    """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Tables 1, 2, 5, Figs. 6–7."""
+    from liverlib import report
     from liverlib.model import HybridTransUNet, count_parameters
     from liverlib.training import train
 
     run = RunDir.from_params(p)
-    t1 = tables.table01_architecture(256)
-    write_table(t1, run.table("table01_architecture"), floatfmt=",.0f")
     counts = count_parameters(HybridTransUNet())
     result = train(p, progress=progress)
     hist = result["history"]
-    out = {"run": run, "table01": t1, "parameters": counts, "main": result}
+    out = {"run": run, "parameters": counts, "main": result}
     if p.train_baseline and p.model != "unet_smp":
         out["baseline"] = train(p, model_name="unet_smp", epochs=p.baseline_epochs or p.epochs, progress=progress)
     settings_keys = (*TRAIN_KEYS, "data_dir", "device", "amp", "channels_last", "compile", "num_workers")
@@ -202,24 +200,12 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
 
 def run_figures(p: Params) -> dict[str, Any]:
-    """Notebook 06: every figure and table from the run's files (no training) and ``report.md``."""
-    from liverlib import report, tables
-    from liverlib.ablation import table04
+    """Notebook 06: Table 8 and ``report.md`` from the run's files; every other table and figure has one writer,
+    the stage that made its data (docs/architecture.md), and is read here, not redrawn."""
+    from liverlib import report
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
-    write_table(tables.table01_architecture(256), run.table("table01_architecture"), floatfmt=",.0f")
-    write_table(tables.table02_loss(p), run.table("table02_loss"))
-    write_table(table3(pd.read_csv(run.manifest)), run.table("table03_split_summary"))
-    render_fig02(run)
-    render_fig03_04(run, PreprocessConfig.from_params(read_json(run.root / "preprocess.json")["config"]))
-    report.render_training(run, p)
-    report.render_evaluation(run)
-    try:
-        write_table(table04(p), run.table("table04_ablation"))
-    except RunError as exc:  # the ablation notebook was not run: say so in the table
-        write_table(pd.DataFrame([{"arm": "not run", "note": str(exc)}]), run.table("table04_ablation"))
-    write_table(report.table08_comparison(run), run.table("table08_comparison"), floatfmt=".2f")
-    path = report.write_report(run, p)
+    path = report.write_report(run)  # writes Table 8 (report.render_tables), then report.md
     return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),
             "tables": sorted(run.tables.glob("*.csv"))}  # fmt: skip

@@ -54,11 +54,11 @@ def test_only_an_unknown_notebook_is_refused(capsys: pytest.CaptureFixture, tmp_
     assert "--only 07" in _err(capsys)
 
 
-@pytest.mark.reliability("'<output_root>/<run>: cannot create or write the run folder'", 1, "nothing written")
+@pytest.mark.reliability("'<output_root>/<run>: cannot create or write the run folder'", 2, "nothing written")
 def test_unwritable_output_root_names_the_target(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    assert main(["study", *PROFILES, "--set", f"output_root={blocker}"]) == 1
+    assert main(["study", *PROFILES, "--set", f"output_root={blocker}"]) == 2
     err = _err(capsys)
     assert f"{blocker}/smoke: cannot create or write the run folder" in err and ".tmp" not in err
 

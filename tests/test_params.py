@@ -202,7 +202,7 @@ def test_run_dir_from_params(tmp_path):
     assert run.root == tmp_path / "r1" and run.root.is_dir()
     assert run.manifest == run.root / "manifest.csv" and run.figure("fig02_x") == run.root / "figures" / "fig02_x.png"
     for bad in ("", "a/b", ".hidden", ".."):
-        with pytest.raises(RunError, match="run_name"):
+        with pytest.raises(ParamError, match="run_name"):
             RunDir.from_params(resolve(output_root=str(tmp_path), run_name=bad))
     with pytest.raises(RunError, match="missing"):
         run.require("manifest.csv")
