@@ -24,8 +24,9 @@ from liverlib.checkpoint import load_checkpoint, model_dir, model_from_checkpoin
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like
-from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices, volume_metrics
+from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
+from liverlib.per_volume import volume_metrics
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
 from liverlib.runtime import resolve_device

@@ -40,8 +40,8 @@ from liverlib.dicom import choose_series, load_dicom_case, save_mask_for_series,
 from liverlib.inference import PRECISIONS, autocast_dtype, predict_volume
 from liverlib.io import Case, CaseError, atomic_write, from_display, load_case, save_mask_like
 from liverlib.labels import CLASS_NAMES, LABELS
-from liverlib.metrics import binary_masks, largest_connected_component
 from liverlib.params import PREPROCESS_KEYS
+from liverlib.per_volume import keep_largest_liver
 from liverlib.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.run import RunError, provenance, write_json
 from liverlib.runtime import resolve_device
@@ -118,13 +118,6 @@ def load_model(
         raise RunError(f"{checkpoint}: cannot rebuild its model ({type(exc).__name__}: {exc})") from exc
     model = model.to(memory_format=torch.channels_last)  # predict_volume feeds NHWC batches
     return model, pre, ckpt
-
-
-def keep_largest_liver(labels: np.ndarray) -> np.ndarray:
-    """Labels with everything outside the largest 26-connected liver component (label ≥ 1) set to background."""
-    return np.where(
-        largest_connected_component(binary_masks(labels, "liver", True)), labels, LABELS["background"]
-    ).astype(np.uint8)
 
 
 @dataclass

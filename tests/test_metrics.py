@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 
 from liverlib import metrics as M
+from liverlib import per_volume as V
 from liverlib.labels import LABELS
 
 BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]
@@ -201,44 +202,44 @@ def test_volume_and_global_dice() -> None:
     b = a.copy()
     a[0, 0, :] = True  # 2 voxels
     b[0, 0, 0] = True  # 1 voxel, overlapping
-    assert M.volume_dice(a, b, empty="nan") == pytest.approx(2 / 3)
-    assert math.isnan(M.volume_dice(b & False, b & False, empty="nan"))
-    assert M.volume_dice(b & False, b & False, empty="zero") == 0.0
+    assert V.volume_dice(a, b, empty="nan") == pytest.approx(2 / 3)
+    assert math.isnan(V.volume_dice(b & False, b & False, empty="nan"))
+    assert V.volume_dice(b & False, b & False, empty="zero") == 0.0
     c = np.zeros_like(a)
     c[1] = True  # 4 voxels, no overlap with its pair's empty prediction
-    assert M.global_dice([(a, b), (np.zeros_like(c), c)], empty="nan") == pytest.approx(2 / (3 + 4))
+    assert V.global_dice([(a, b), (np.zeros_like(c), c)], empty="nan") == pytest.approx(2 / (3 + 4))
 
 
 def test_largest_connected_component_is_26_connected() -> None:
     m = np.zeros((3, 4, 4), bool)
     m[0, 0, 0] = m[1, 1, 1] = m[2, 2, 2] = True  # corner-touching chain: one 26-component
     m[0, 3, 3] = True
-    lcc = M.largest_connected_component(m)
+    lcc = V.largest_connected_component(m)
     assert lcc.sum() == 3 and not lcc[0, 3, 3]
-    assert not M.largest_connected_component(np.zeros((2, 2, 2), bool)).any()
+    assert not V.largest_connected_component(np.zeros((2, 2, 2), bool)).any()
 
 
 def test_surface_distance_hand_case() -> None:
     a = np.zeros((1, 1, 4), bool)
     b = a.copy()
     a[0, 0, 0], b[0, 0, 2] = True, True  # two columns apart at 0.7 mm
-    d_ab, d_ba = M.surface_distances(a, b, SPACING)
+    d_ab, d_ba = V.surface_distances(a, b, SPACING)
     np.testing.assert_allclose(d_ab, [1.4])
     np.testing.assert_allclose(d_ba, [1.4])
-    assert M.assd(a, b, SPACING, empty="nan") == pytest.approx(1.4)
-    assert M.hd95(a, b, SPACING, empty="nan") == pytest.approx(1.4)
+    assert V.assd(a, b, SPACING, empty="nan") == pytest.approx(1.4)
+    assert V.hd95(a, b, SPACING, empty="nan") == pytest.approx(1.4)
 
 
 def test_surface_distance_empty_rules() -> None:
     a = np.zeros((3, 3, 3), bool)
     b = a.copy()
     b[1, 1, 1] = True
-    for f in (M.assd, M.hd95):
+    for f in (V.assd, V.hd95):
         assert math.isnan(f(a, a, SPACING, empty="nan"))
         assert f(a, a, SPACING, empty="zero") == 0.0
         assert math.isnan(f(a, b, SPACING, empty="zero")) and math.isnan(f(b, a, SPACING, empty="zero"))
         assert f(b, b, SPACING, empty="nan") == 0.0
-    d_ab, d_ba = M.surface_distances(b, a, SPACING)
+    d_ab, d_ba = V.surface_distances(b, a, SPACING)
     assert np.isinf(d_ab).all() and d_ba.size == 0
 
 
@@ -259,10 +260,10 @@ def test_surface_metrics_match_monai(seed: int) -> None:
     y_pred, y = torch.as_tensor(pred[None, None]).float(), torch.as_tensor(gt[None, None]).float()
     ref_assd = compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing)
     ref_hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)
-    assert M.assd(pred, gt, spacing, empty="nan") == pytest.approx(ref_assd.item(), rel=1e-4)
-    assert M.hd95(pred, gt, spacing, empty="nan") == pytest.approx(ref_hd95.item(), rel=1e-4)
-    d_kd = M.surface_distances(pred, gt, spacing)
-    d_edt = M.surface_distances(pred, gt, spacing, method="edt")
+    assert V.assd(pred, gt, spacing, empty="nan") == pytest.approx(ref_assd.item(), rel=1e-4)
+    assert V.hd95(pred, gt, spacing, empty="nan") == pytest.approx(ref_hd95.item(), rel=1e-4)
+    d_kd = V.surface_distances(pred, gt, spacing)
+    d_edt = V.surface_distances(pred, gt, spacing, method="edt")
     for k, e in zip(d_kd, d_edt, strict=True):
         np.testing.assert_allclose(k, e, rtol=1e-9)
 
@@ -273,13 +274,13 @@ def test_volume_metrics_lits_rule_and_lcc() -> None:
     gt[2:4, 4:6, 4:6] = TUMOR
     pred = gt.copy()
     pred[0, 0, 0] = LIVER  # a far-away false-positive island
-    out = M.volume_metrics(pred, gt, SPACING)
+    out = V.volume_metrics(pred, gt, SPACING)
     assert out["liver_gt_voxels"] == 4 * 6 * 6 and out["tumor_gt_voxels"] == 2 * 2 * 2  # liver includes tumor
     assert out["liver_dice"] < 1.0 and out["liver_hd95_mm"] >= 0.0
     assert out["tumor_dice"] == 1.0 and out["tumor_assd_mm"] == 0.0
     assert out["class_rule"] == "lits" and out["dice_empty_rule"] == "nan"
-    clean = M.volume_metrics(pred, gt, SPACING, liver_lcc=True)
+    clean = V.volume_metrics(pred, gt, SPACING, liver_lcc=True)
     assert clean["liver_dice"] == 1.0 and clean["liver_assd_mm"] == 0.0 and clean["liver_lcc"] is True
-    no_tumor = M.volume_metrics(np.where(gt == TUMOR, LIVER, gt), np.where(gt == TUMOR, LIVER, gt), SPACING)
+    no_tumor = V.volume_metrics(np.where(gt == TUMOR, LIVER, gt), np.where(gt == TUMOR, LIVER, gt), SPACING)
     assert math.isnan(no_tumor["tumor_dice"]) and math.isnan(no_tumor["tumor_hd95_mm"])
     assert no_tumor["tumor_pred_voxels"] == no_tumor["tumor_gt_voxels"] == 0
