@@ -6,9 +6,8 @@ Public API (see README): :func:`find_cases`, :func:`load_case`, :func:`save_mask
 
 from liverlib.io import Case, CaseError, CasePaths, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
-from liverlib.params import ParamError, Params, load_profiles
+from liverlib.params import ParamError, Params, load_profiles, stage_params
 from liverlib.params import resolve as resolve_params
-from liverlib.params import stage_params
 from liverlib.run import RunDir, RunError
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import pytest
 from liverlib.study import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
-CV = {"phantom_cases": 8, "phantom_size": 64, "phantom_slices": [16, 18], "n_volumes": 6, "folds": 3, "image_size": 32,
+CV = {"phantom_cases": 9, "phantom_size": 64, "phantom_slices": [16, 18], "n_volumes": 6, "folds": 3, "image_size": 32,
       "epochs": 1, "train_baseline": False, "bootstrap_resamples": 20, "eval_batch_size": 8, "ablation_arms": ["paper"]}  # fmt: skip
 
 pytestmark = pytest.mark.slow
