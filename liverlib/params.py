@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": True,
     "num_workers": 2,
     "compile": False,  # torch.compile
+    "feeder": "dataloader",  # "dataloader" (CPU DataLoader + albumentations: the paper path) or "gpu" (the training
+    # split resident on the device, augmentation in torch: liverlib.fastpath, the fast GPU path)
     "train_baseline": True,  # also train the smp baseline on the same split (Table 8)
     "baseline_epochs": 0,  # 0 = same as epochs
     # evaluation, STUDY §7
@@ -108,7 +110,7 @@ CURATION_KEYS = (
 TRAIN_KEYS = PREPROCESS_KEYS + (
     "seed", "augment", "elastic_alpha", "elastic_sigma", "model", "encoder", "encoder_weights", "fused_attention",
     "ce_weight", "dice_weight", "focal_weight", "focal_alpha", "focal_gamma", "dice_eps", "epochs", "batch_size",
-    "lr", "weight_decay", "plateau_factor", "plateau_patience", "grad_clip",
+    "lr", "weight_decay", "plateau_factor", "plateau_patience", "grad_clip", "feeder",
 )  # fmt: skip
 """Parameters a training run is defined by; resuming with other values is refused."""
 
@@ -224,6 +226,8 @@ def resolve(
         raise ParamError(f"'hu_window' must be [] or [low, high] with low < high, got {p.hu_window}")
     if p.folds == 1 or p.folds < 0:
         raise ParamError(f"'folds' must be 0 (no cross-validation) or at least 2, got {p.folds}")
+    if p.feeder not in ("dataloader", "gpu"):
+        raise ParamError(f"'feeder' must be 'dataloader' or 'gpu', got {p.feeder!r}")
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
     return p

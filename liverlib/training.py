@@ -82,8 +82,10 @@ def train_config(p: Params, model_name: str) -> dict[str, Any]:
 
 
 def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two training configs."""
-    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    """Keys whose values differ between two training configs (a key newer than ``before`` counts at its default)."""
+    from liverlib.params import DEFAULTS
+
+    return sorted(k for k in set(before) | set(now) if before.get(k, DEFAULTS.get(k)) != now.get(k, DEFAULTS.get(k)))
 
 
 def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
@@ -299,6 +301,13 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma,
                                        seed=p.seed) if p.augment else None  # fmt: skip
     train_ds, val_ds = SliceDataset(train_idx, cache, transform), SliceDataset(val_idx, cache, None)
+    feed = None
+    if p.feeder == "gpu":  # the split resident on the device, augmented there (each rank its shard and seed)
+        from liverlib.fastpath import GpuBatches
+
+        feed = GpuBatches(cache, train_idx.iloc[rank::world].reset_index(drop=True), batch_size=p.batch_size,
+                          device=device, seed=p.seed + rank * RANK_SEED_STRIDE, augment=p.augment,
+                          elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma)  # fmt: skip
     loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
     done_now, epoch = 0, state.start
     try:
@@ -308,7 +317,8 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
             if transform is not None:
                 transform.set_random_seed(seed)
             t0 = time.perf_counter()
-            loader = _loader(train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world)
+            loader = (feed.epoch(epoch) if feed is not None else
+                      _loader(train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world))  # fmt: skip
             run_loss, seen = train_epoch(model, state, loader, loss_fn, p, device, amp_dtype=amp_dtype,
                                          desc=f"{model_name} epoch {epoch}/{epochs}", progress=progress and rank == 0)  # fmt: skip
             if world > 1:  # the epoch's training loss and slice count over all ranks

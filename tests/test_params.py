@@ -237,7 +237,9 @@ def test_stage_params_read_the_run_and_refuse_other_settings(tmp_path):
                                                                        epochs=7, lr=1e-3, image_size=64))})  # fmt: skip
     p = stage_params("03", {"run_name": "r", "output_root": str(tmp_path), "num_workers": 0, "lr": 1e-3, "_x": 1})
     assert (p.epochs, p.image_size, p.lr, p.num_workers) == (7, 64, 1e-3, 0)  # recorded + the stage's own key
-    with pytest.raises(ParamError, match=r"notebook 06: image_size, lr differ from the run's parameters in .*params.json"):
+    with pytest.raises(
+        ParamError, match=r"notebook 06: image_size, lr differ from the run's parameters in .*params.json"
+    ):
         stage_params("06", run_name="r", output_root=str(tmp_path), lr=5e-4, image_size=256)
     with pytest.raises(ParamError, match="unknown parameter 'epoch'"):
         stage_params("04", run_name="r", output_root=str(tmp_path), epoch=3)

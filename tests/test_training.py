@@ -163,3 +163,14 @@ def test_checkpoint_from_another_model_is_refused(prepared: Path) -> None:
     torch.save({"weights": 1}, bad)
     with pytest.raises(RunError, match="not a liverlib checkpoint"):
         load_checkpoint(bad)
+
+
+def test_gpu_feeder_trains_on_the_device_path(prepared: Path) -> None:
+    """feeder: gpu (the split resident on the device, torch augmentation) trains, and switching feeder is refused."""
+    p = _params(prepared, "feeder", epochs=2, feeder="gpu")
+    res = train(p, progress=False)
+    h = res["history"]
+    assert list(h.epoch) == [1, 2] and (h.train_loss > 0).all() and h.val_liver_dice.between(0, 1).all()
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    with pytest.raises(RunError, match="feeder"):
+        train(_params(prepared, "feeder", epochs=2), progress=False)
