@@ -14,6 +14,7 @@ from liverlib.curation import curate, table3
 from liverlib.io import load_case
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
+from liverlib.report import FIGURES, TABLES
 from liverlib.run import RunDir, RunError, cache_root, read_json, write_json, write_table
 
 
@@ -42,10 +43,10 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         run.record("01_curation", p.subset(CURATION_KEYS))  # only once the outputs exist
     write_json(run.root / "params.json", {"parameters": dict(p)})  # the run's resolved parameters (later stages)
     t3 = table3(manifest)
-    write_table(t3, run.table("table03_split_summary"))
+    write_table(t3, run.table(TABLES["table03"]))
     render_fig02(run)
     return {"run": run, "volumes": volumes, "manifest": manifest, "splits": splits, "table03": t3,
-            "fig02": run.figure("fig02_case_overview")}  # fmt: skip
+            "fig02": run.figure(FIGURES["fig02"])}  # fmt: skip
 
 
 def render_fig02(run: RunDir) -> Path:
@@ -56,7 +57,7 @@ def render_fig02(run: RunDir) -> Path:
     case = load_case(row.volume_path, row.mask_path)
     fig = figures.fig02_case_overview(case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)],
                                       title=f"volume {int(row.volume_id)}, slice {int(row.slice_idx)}")  # fmt: skip
-    return figures.save_figure(fig, run.figure("fig02_case_overview"))
+    return figures.save_figure(fig, run.figure(FIGURES["fig02"]))
 
 
 def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
@@ -68,10 +69,10 @@ def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
     case = load_case(row.volume_path, row.mask_path)
     hu, mask = case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)]
     stages = preprocess_slice(hu, cfg, stages=True)
-    figures.save_figure(figures.fig03_pipeline(stages), run.figure("fig03_preprocessing_pipeline"))
+    figures.save_figure(figures.fig03_pipeline(stages), run.figure(FIGURES["fig03"]))
     raw = stages["normalised"]
     enhanced = stages.get("gamma", stages.get("CLAHE", raw))
-    figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure("fig04_intensity_histograms"))
+    figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure(FIGURES["fig04"]))
     liver, tumor = mask == LABELS["liver"], mask == LABELS["tumor"]
     out: dict[str, Any] = {
         "stages": stages,
@@ -109,8 +110,8 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     if figures_too:
         example = render_fig03_04(run, cfg)
         stats.update({k: v for k, v in example.items() if k != "stages"})
-        out.update(stages=example["stages"], fig03=run.figure("fig03_preprocessing_pipeline"),
-                   fig04=run.figure("fig04_intensity_histograms"))  # fmt: skip
+        out.update(stages=example["stages"], fig03=run.figure(FIGURES["fig03"]),
+                   fig04=run.figure(FIGURES["fig04"]))  # fmt: skip
     stats["manifest_slices"] = {s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}
     write_json(run.root / "preprocess.json", stats)
     run.record("02_preprocessing", cfg.as_params())
@@ -193,10 +194,10 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     run.require("manifest.csv", "summary.json")
     run.guard("05_ablation", p.subset(ABLATION_KEYS), overwrite=p.overwrite, record=False)
     t4 = _run(p)
-    write_table(t4, run.table("table04_ablation"))
-    figures.save_figure(figures.fig_ablation(t4), run.figure("fig_ablation"))
+    write_table(t4, run.table(TABLES["table04"]))
+    figures.save_figure(figures.fig_ablation(t4), run.figure(FIGURES["fig_ablation"]))
     run.record("05_ablation", p.subset(ABLATION_KEYS))
-    return {"run": run, "table04": t4, "fig": run.figure("fig_ablation")}
+    return {"run": run, "table04": t4, "fig": run.figure(FIGURES["fig_ablation"])}
 
 
 def run_figures(p: Params) -> dict[str, Any]:
