@@ -57,6 +57,9 @@ def run_settings(run: RunDir) -> dict[str, Any]:
             out.update(values)
             sources.append(name)
     out["_source"] = ", ".join(reversed(sources)) or "no run file"
+    if out.get("data_dir") == "auto":  # what "auto" resolved to, from the folder curation read (splits.json)
+        folder = str(_read(run.root / "splits.json").get("data_dir", ""))
+        out["data_dir"] = "phantom" if Path(folder).name.startswith("phantom-") else folder or "auto"
     return out
 
 

@@ -85,3 +85,15 @@ def test_evaluation_rerun_with_other_parameters_is_refused(trained: Path) -> Non
     assert (trained / "ev/summary.json").read_text() == before
     stages.run_evaluation(resolve(**{**TINY, "eval_batch_size": 4, "overwrite": True}, output_root=str(trained),
                                   run_name="ev"), progress=False)  # fmt: skip
+
+
+def test_report_names_what_data_dir_auto_resolved_to(tmp_path: Path) -> None:
+    from liverlib.report import run_settings
+    from liverlib.run import RunDir
+
+    run = RunDir(tmp_path)
+    write_json(tmp_path / "params.json", {"parameters": {"data_dir": "auto"}})
+    write_json(tmp_path / "splits.json", {"data_dir": str(tmp_path / "data/phantom-0123abcd"), "splits": {}})
+    assert run_settings(run)["data_dir"] == "phantom"
+    write_json(tmp_path / "splits.json", {"data_dir": "/kaggle/input/lits", "splits": {}})
+    assert run_settings(run)["data_dir"] == "/kaggle/input/lits"
