@@ -11,8 +11,12 @@ in 3D Slicer or ITK-SNAP.
 
 from __future__ import annotations
 
+import functools
+import locale
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +25,24 @@ from liverlib.io import Case, CaseError, atomic_write, display_spacing, from_dis
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 """Flips LPS world coordinates to RAS (and back: it is its own inverse)."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_locale(fn: F) -> F:
+    """Restore the process locale after ``fn``: ITK's DICOM writer sets it to "C" (ASCII), which would make every
+    later ``open()`` of the process without an explicit encoding fail on non-ASCII text."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            locale.setlocale(locale.LC_ALL, saved)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _sitk():
@@ -32,6 +54,7 @@ def _sitk():
     return sitk
 
 
+@keeps_locale
 def series_ids(folder: str | Path) -> dict[str, int]:
     """The DICOM series directly in ``folder``: ``{series instance UID: number of files}`` (empty if none)."""
     sitk = _sitk()
@@ -39,6 +62,7 @@ def series_ids(folder: str | Path) -> dict[str, int]:
     return {uid: len(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in reader.GetGDCMSeriesIDs(str(folder))}
 
 
+@keeps_locale
 def choose_series(folder: str | Path, series: str | None = None) -> str:
     """The UID of the one series to read from ``folder``, or ``series`` if the folder holds it.
 
@@ -77,6 +101,7 @@ def _hu_int16(data: np.ndarray, folder: Path) -> np.ndarray:
     return np.clip(data, info.min, info.max).astype(np.int16)
 
 
+@keeps_locale
 def read_series(folder: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one DICOM series: (int16 HU in voxel order (i, j, k), its 4×4 RAS affine).
 
@@ -102,6 +127,7 @@ def read_series(folder: str | Path, series: str | None = None) -> tuple[np.ndarr
     return np.ascontiguousarray(data), ras_affine(img.GetSpacing(), img.GetOrigin(), img.GetDirection())
 
 
+@keeps_locale
 def load_dicom_case(folder: str | Path, series: str | None = None) -> Case:
     """A DICOM series as a :class:`~liverlib.io.Case` in the display convention (``volume_path`` = the folder).
 
@@ -119,6 +145,7 @@ def load_dicom_case(folder: str | Path, series: str | None = None) -> Case:
                 axcodes=orientation_of(affine))  # type: ignore[arg-type]  # fmt: skip
 
 
+@keeps_locale
 def save_mask_for_series(mask: np.ndarray, case: Case, path: str | Path) -> Path:
     """Write display-convention uint8 labels as a NIfTI on a DICOM case's grid (its affine, mm units, scanner
     qform/sform), atomically."""
@@ -132,6 +159,7 @@ def save_mask_for_series(mask: np.ndarray, case: Case, path: str | Path) -> Path
     return Path(path)
 
 
+@keeps_locale
 def write_series(data: np.ndarray, affine: np.ndarray, folder: str | Path, *, series_uid: str | None = None,
                  study_uid: str | None = None) -> list[Path]:  # fmt: skip
     """Write a 3D int16 HU volume as a CT DICOM series, one file per slice (``slice-0000.dcm`` …).

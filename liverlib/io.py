@@ -321,7 +321,7 @@ def _temp_affixes(name: str) -> tuple[str, str]:
 def current_umask() -> int:
     """The process umask, read without changing it where Linux tells it (``/proc/self/status``)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):

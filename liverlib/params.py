@@ -191,7 +191,7 @@ def load_profiles(*paths: str | Path) -> dict[str, Any]:
         if not path.is_file():
             raise ParamError(f"{path}: params file does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ParamError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(data, dict):
@@ -279,7 +279,7 @@ def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overr
         raise ParamError(
             f"{path}: missing; run notebook 01 for run {run_name!r} first (it records the run's parameters)"
         )
-    recorded = validate(json.loads(path.read_text())["parameters"], str(path))
+    recorded = validate(json.loads(path.read_text(encoding="utf-8"))["parameters"], str(path))
     may = set(STAGE_KEYS[stage]) | set(RUN_KEYS)
     differ = sorted(k for k, v in values.items() if k not in may and k != "profiles" and
                     json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k])))  # fmt: skip

@@ -77,7 +77,7 @@ def _read_meta(meta_path: Path) -> dict:
     if not meta_path.exists():
         return {}
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
@@ -188,7 +188,9 @@ def generate_phantom(
 
     def save_meta(**extra) -> None:
         with atomic_write(meta_path) as tmp:
-            tmp.write_text(json.dumps({"params": params, "complete": False, "files": files} | extra, indent=1))
+            tmp.write_text(
+                json.dumps({"params": params, "complete": False, "files": files} | extra, indent=1), encoding="utf-8"
+            )
 
     save_meta()  # before the first file: whatever is written below is listed as this function's
     cases = []

@@ -188,7 +188,11 @@ def render_tables(run: RunDir) -> None:
 
 
 def _md(path: Path) -> str:
-    return path.with_suffix(".md").read_text() if path.with_suffix(".md").is_file() else "_(not produced)_\n"
+    return (
+        path.with_suffix(".md").read_text(encoding="utf-8")
+        if path.with_suffix(".md").is_file()
+        else "_(not produced)_\n"
+    )
 
 
 def _f(x: Any, nd: int = 4) -> str:

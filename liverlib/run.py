@@ -31,7 +31,7 @@ class RunError(RuntimeError):
 def write_text(path: str | Path, text: str) -> Path:
     """Write text atomically (temp file + rename)."""
     with atomic_write(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
@@ -45,7 +45,7 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: missing; run the stage that writes it first")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True, floatfmt: str = ".4f") -> Path:
@@ -162,7 +162,7 @@ class RunDir:
         path = self.root / "stages" / f"{stage}.json"
         current = _clean(values)
         if path.is_file():
-            before = json.loads(path.read_text())
+            before = json.loads(path.read_text(encoding="utf-8"))
             # a key added to liverlib since that run counts as unchanged while it has its default value
             before = {**{k: v for k, v in _clean(DEFAULTS).items() if k in current and k not in before}, **before}
             if before == current:
@@ -207,7 +207,7 @@ def provenance() -> dict[str, Any]:
         commit = None
     cpu_model = platform.processor() or None
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             cpu_model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration, IndexError):
         pass

@@ -122,7 +122,7 @@ def phantom_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_meta(phantom_dir) -> dict[int, dict]:
     """phantom.json cases by id."""
-    return {c["id"]: c for c in json.loads((phantom_dir / "phantom.json").read_text())["cases"]}
+    return {c["id"]: c for c in json.loads((phantom_dir / "phantom.json").read_text(encoding="utf-8"))["cases"]}
 
 
 @pytest.fixture(scope="session")

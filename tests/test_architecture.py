@@ -37,4 +37,4 @@ def test_no_notebook_defines_functions_or_starts_papermill() -> None:
     for nb in notebooks():
         code = "\n".join(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
         assert "def " not in code and "class " not in code and "papermill" not in code, nb.name
-    assert "papermill" not in (ROOT / "liverlib/ablation.py").read_text()
+    assert "papermill" not in (ROOT / "liverlib/ablation.py").read_text(encoding="utf-8")

@@ -107,7 +107,7 @@ def test_failed_rerun_keeps_the_last_good_notebook(code: str, says: str, tmp_pat
     args = [*PROFILES, "--set", f"output_root={out}"]
     assert main(["study", *args]) == 0
     executed = out / "smoke/notebooks/01_x.ipynb"
-    assert "good run" in executed.read_text()
+    assert "good run" in executed.read_text(encoding="utf-8")
     _notebook(good, code)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
@@ -115,5 +115,5 @@ def test_failed_rerun_keeps_the_last_good_notebook(code: str, says: str, tmp_pat
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert says in err and str(out / "smoke/notebooks/failed/01_x.ipynb") in err
-    assert "good run" in executed.read_text()  # the last good run's notebook is kept
+    assert "good run" in executed.read_text(encoding="utf-8")  # the last good run's notebook is kept
     assert (out / "smoke/notebooks/failed/01_x.ipynb").is_file()

@@ -61,7 +61,7 @@ def background_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_summary_scores_the_missed_tumor_as_missed(background_run: Path) -> None:
-    s = json.loads((background_run / "summary.json").read_text())
+    s = json.loads((background_run / "summary.json").read_text(encoding="utf-8"))
     ps = s["per_slice"]
     n_pos = s["counts"]["test_slices_with_tumor"]
     assert n_pos > 0
@@ -79,7 +79,7 @@ def test_summary_scores_the_missed_tumor_as_missed(background_run: Path) -> None
 
 
 def test_summary_has_cluster_bootstrap_resize_loss_and_native_row(background_run: Path) -> None:
-    s = json.loads((background_run / "summary.json").read_text())
+    s = json.loads((background_run / "summary.json").read_text(encoding="utf-8"))
     cl = s["cluster_bootstrap"]["liver_dice_smoothed"]
     assert cl["volumes"] == 2 and cl["meaningful"] is False and "cluster" in cl["method"]
     assert s["intervals_over_volumes_meaningful"] is False
@@ -100,7 +100,7 @@ def test_table06_shows_undefined_precision_as_a_dash(background_run: Path) -> No
     assert rec.tumor_mean == 0.0
     gtpos = t6[t6.metric == "Dice, GT-positive slices"].iloc[0]
     assert gtpos.tumor_mean == 0.0
-    md = (background_run / "tables/table06_test_metrics.md").read_text()
+    md = (background_run / "tables/table06_test_metrics.md").read_text(encoding="utf-8")
     prec_line = next(line for line in md.splitlines() if line.startswith("| Precision"))
     cells = [c.strip() for c in prec_line.strip("|").split("|")]
     cols = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
@@ -109,7 +109,7 @@ def test_table06_shows_undefined_precision_as_a_dash(background_run: Path) -> No
 
 
 def test_report_shows_the_dash_and_the_counts(background_run: Path) -> None:
-    text = (background_run / "report.md").read_text()
+    text = (background_run / "report.md").read_text(encoding="utf-8")
     prec = next(line for line in text.splitlines() if line.startswith("| Precision (slices with a prediction)"))
     assert "| – (n=0," in prec
     rec = next(line for line in text.splitlines() if line.startswith("| Recall (slices with ground truth)"))
@@ -123,11 +123,11 @@ def test_report_settings_come_from_the_run_files(background_run: Path) -> None:
     """Rerunning notebook 06 with other values in its cell leaves the report unchanged."""
     p = resolve(**TINY, output_root=str(background_run.parent), run_name="bg")
     run = RunDir.from_params(p)
-    before = (background_run / "report.md").read_text()
+    before = (background_run / "report.md").read_text(encoding="utf-8")
     other = resolve(**{**TINY, "lr": 0.5, "batch_size": 2, "epochs": 99, "image_size": 64, "data_dir": "elsewhere"},
                     output_root=str(background_run.parent), run_name="bg")  # fmt: skip
     report.write_report(run, other)
-    assert (background_run / "report.md").read_text() == before
+    assert (background_run / "report.md").read_text(encoding="utf-8") == before
     assert "lr 0.001" in before and "batch 8" in before and "image size 32" in before
     assert "20,832,963 parameters (the model trained)" in before
 
@@ -152,7 +152,7 @@ def test_tables_have_the_papers_rows(background_run: Path) -> None:
     assert lit[lit.method == "AC-Net"].dataset.item() == "CT" and lit.year.iloc[-1] == "2025"
     ours = t8[t8.source == "same data"].iloc[0]
     assert float(ours.tumor_dice_pct) == 0.0 and "label >= 1" in ours.rule
-    md = (background_run / "tables/table08_comparison.md").read_text()
+    md = (background_run / "tables/table08_comparison.md").read_text(encoding="utf-8")
     assert "nan" not in md and re.search(r"\|\s+0\.00 \|", md)  # a true 0 is 0.00
     assert re.search(r"\|\s+2022 \|", md) and "2022.00" not in md
 

@@ -33,13 +33,13 @@ NETWORK_ERRORS = ("NewConnectionError", "Failed to establish", "Name or service 
 def project() -> dict:
     """pyproject.toml's [project] table."""
     tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11")
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
 def pins() -> dict[str, str]:
     """The constraints file as {canonical name: version}."""
     out = {}
-    for line in CONSTRAINTS.read_text().splitlines():
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
@@ -118,7 +118,7 @@ def test_editable_install_keeps_the_installed_torch(tmp_path: Path) -> None:
             pytest.skip(f"package registry unreachable: {done.stderr.strip().splitlines()[-1:]}")
         pytest.fail(f"pip install --dry-run failed:\n{done.stderr[-3000:]}")
     install = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
-               for i in json.loads(report.read_text())["install"]}  # fmt: skip
+               for i in json.loads(report.read_text(encoding="utf-8"))["install"]}  # fmt: skip
     replaced = {n: v for n, v in install.items() if PREINSTALLED.match(n)}
     assert not replaced, f"pip would replace the preinstalled torch stack: {replaced}"
     assert "liverlib" in install  # the report is the real resolution, not an empty one

@@ -384,7 +384,7 @@ def test_atomic_write_respects_the_umask_and_keeps_an_existing_mode(tmp_path, ma
         p.chmod(0o640)
         with lio.atomic_write(p) as tmp:
             tmp.write_text("b")
-        assert p.stat().st_mode & 0o777 == 0o640 and p.read_text() == "b"
+        assert p.stat().st_mode & 0o777 == 0o640 and p.read_text(encoding="utf-8") == "b"
         assert lio.current_umask() == mask  # read without changing it
     finally:
         os.umask(old)

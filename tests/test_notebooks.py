@@ -57,13 +57,13 @@ def test_split_is_by_volume_and_manifest_is_consistent(study: Path) -> None:
     m = pd.read_csv(study / "manifest.csv")
     assert m.groupby("volume_id").split.nunique().max() == 1
     assert ((m.liver_px + m.tumor_px) > 0).all()  # keep_empty_slices: false
-    splits = json.loads((study / "splits.json").read_text())["splits"]
+    splits = json.loads((study / "splits.json").read_text(encoding="utf-8"))["splits"]
     ids = [v for s in splits.values() for v in s]
     assert len(ids) == len(set(ids)) == 9
 
 
 def test_metrics_are_sane_and_rules_are_named(study: Path) -> None:
-    s = json.loads((study / "summary.json").read_text())
+    s = json.loads((study / "summary.json").read_text(encoding="utf-8"))
     for key in ("liver_dice_smoothed", "tumor_dice_smoothed", "liver_iou", "tumor_dice_gt_positive"):
         assert 0.0 <= s["per_slice"][key]["mean"] <= 1.0
         assert s["per_slice"][key]["rule"]
@@ -91,7 +91,7 @@ def test_tables_have_expected_rows(study: Path) -> None:
 
 
 def test_report_mentions_every_figure(study: Path) -> None:
-    text = (study / "report.md").read_text()
+    text = (study / "report.md").read_text(encoding="utf-8")
     for f in FIGS:
         assert f"figures/{f}.png" in text
     assert "ε-smoothed" in text and "per volume" in text.lower()
@@ -129,7 +129,7 @@ def _parameters(nb: Path) -> set[str]:
 
 @pytest.mark.parametrize("profile", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_profile_key_is_a_parameter(profile: Path) -> None:
-    keys = set(yaml.safe_load(profile.read_text()) or {})
+    keys = set(yaml.safe_load(profile.read_text(encoding="utf-8")) or {})
     assert keys <= set(DEFAULTS), keys - set(DEFAULTS)
 
 
@@ -138,7 +138,7 @@ def test_later_notebooks_hold_only_what_their_stage_may_change() -> None:
     for nb in notebooks()[1:]:
         allowed = set(STAGE_KEYS[nb.name[:2]]) | set(RUN_KEYS)
         assert _parameters(nb) <= allowed, (nb.name, _parameters(nb) - allowed)
-        assert 'liverlib.stage_params("' + nb.name[:2] in nb.read_text().replace('\\"', '"')
+        assert 'liverlib.stage_params("' + nb.name[:2] in nb.read_text(encoding="utf-8").replace('\\"', '"')
 
 
 def test_notebook_defaults_equal_the_schema() -> None:

@@ -38,7 +38,7 @@ def test_yaml_1e_4_string_for_lr_points_to_1_0e_4(tmp_path):
     with pytest.raises(ParamError, match=r"'lr' must be a number.*1\.0e-4"):
         validate({"lr": "1e-4"})
     path = _yaml(tmp_path, "p.yaml", "lr: 1e-4\n")
-    assert yaml.safe_load(path.read_text())["lr"] == "1e-4"  # why the hint exists: YAML 1.1 reads text
+    assert yaml.safe_load(path.read_text(encoding="utf-8"))["lr"] == "1e-4"  # why the hint exists: YAML 1.1 reads text
     with pytest.raises(ParamError, match=r"1\.0e-4") as exc:
         load_profiles(path)
     assert str(path) in str(exc.value)
@@ -105,7 +105,7 @@ def test_load_profiles_bad_files_are_named(tmp_path):
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
 def test_every_profile_key_is_known_and_loads(path):
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(raw, dict) and set(raw) <= set(DEFAULTS), set(raw) - set(DEFAULTS)
     merged = load_profiles(PARAMS_DIR / "base.yaml", path)
     p = resolve(**merged)
@@ -187,13 +187,13 @@ def test_guard_refuses_other_values_unless_overwrite(tmp_path):
     run = RunDir(tmp_path)
     assert run.guard("01_curation", {"seed": 42, "ids": [1, 2]}) is False
     record = tmp_path / "stages" / "01_curation.json"
-    assert json.loads(record.read_text()) == {"seed": 42, "ids": [1, 2]}
+    assert json.loads(record.read_text(encoding="utf-8")) == {"seed": 42, "ids": [1, 2]}
     assert run.guard("01_curation", {"seed": 42, "ids": (1, 2)}) is True  # same values (tuple == list in JSON)
     with pytest.raises(RunError, match=r"other parameters \(seed\).*overwrite: true"):
         run.guard("01_curation", {"seed": 7, "ids": [1, 2]})
-    assert json.loads(record.read_text())["seed"] == 42  # the refused run recorded nothing
+    assert json.loads(record.read_text(encoding="utf-8"))["seed"] == 42  # the refused run recorded nothing
     assert run.guard("01_curation", {"seed": 7, "ids": [1, 2]}, overwrite=True) is False
-    assert json.loads(record.read_text())["seed"] == 7
+    assert json.loads(record.read_text(encoding="utf-8"))["seed"] == 7
     assert run.guard("02_preprocessing", {"seed": 1}) is False  # stages are guarded separately
 
 

@@ -22,7 +22,7 @@ def smoke(tmp_path_factory):
     """The smoke phantom (14 cases, 128 px) on disk, its phantom.json and every loadable case."""
     out = tmp_path_factory.mktemp("phantom")
     paths = generate_phantom(out, **SMOKE, progress=False)
-    meta = json.loads((out / "phantom.json").read_text())
+    meta = json.loads((out / "phantom.json").read_text(encoding="utf-8"))
     loaded = {}
     for cp in find_cases(out):
         try:
@@ -153,7 +153,7 @@ def test_rerun_is_idempotent_and_compression_switch_rewrites(tmp_path):
     assert not list(tmp_path.glob("*.nii"))  # the uncompressed files of the earlier run are gone
     cases = find_cases(tmp_path)
     assert len(cases) == 4 and all(cp.mask is not None for cp in cases)
-    c = json.loads((tmp_path / "phantom.json").read_text())["cases"][2]
+    c = json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))["cases"][2]
     loaded = load_case(cases[2].volume, cases[2].mask)
     built = make_case(2, 64, c["shape"][0], np.random.default_rng([7, 2]), outcome=c["outcome"])
     assert c["outcome"] == "few_tumor_slices" and c["tumor_slices"] == 3
@@ -216,7 +216,7 @@ def test_a_second_run_never_replaces_or_deletes_a_file_changed_since_the_first(t
 
 def test_an_older_phantom_json_without_checksums_is_reused_but_never_replaced(tmp_path):
     generate_phantom(tmp_path, **KW)
-    meta = json.loads((tmp_path / "phantom.json").read_text())
+    meta = json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))
     (tmp_path / "phantom.json").write_text(json.dumps({"params": meta["params"], "cases": meta["cases"]}))
     before = _snapshot(tmp_path)
     assert [p.name for p in generate_phantom(tmp_path, **KW)] == ["volume-0.nii", "volume-1.nii"]  # reused
@@ -245,14 +245,14 @@ def test_a_killed_run_is_completed_by_the_next_and_its_temp_files_removed(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["phantom.json", "volume-0.nii", "segmentation-0.nii", "volume-1.nii", "segmentation-1.nii"]
     )
-    assert len(paths) == 2 and json.loads((tmp_path / "phantom.json").read_text())["complete"] is True
+    assert len(paths) == 2 and json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))["complete"] is True
 
 
 def test_phantom_json_records_each_files_size_and_sha256(tmp_path):
     import hashlib
 
     generate_phantom(tmp_path, **KW)
-    files = json.loads((tmp_path / "phantom.json").read_text())["files"]
+    files = json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))["files"]
     assert sorted(files) == ["segmentation-0.nii", "segmentation-1.nii", "volume-0.nii", "volume-1.nii"]
     for name, rec in files.items():
         blob = (tmp_path / name).read_bytes()

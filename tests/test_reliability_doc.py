@@ -19,7 +19,7 @@ def test_reliability_doc_matches_the_tests() -> None:
     tool = _tool()
     assert len(tool.rows()) >= 20
     doc = ROOT / "docs/reliability.md"
-    assert doc.is_file() and doc.read_text() == tool.render(), (
+    assert doc.is_file() and doc.read_text(encoding="utf-8") == tool.render(), (
         "run `make reliability-doc` and commit docs/reliability.md"
     )
 

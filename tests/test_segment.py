@@ -434,7 +434,7 @@ def test_cli_tta_and_report_record_it(tmp_path, monkeypatch):
     assert main([*args, "--output", str(tmp_path / "plain.nii.gz")]) == 0
     tta, plain = (load_case(vol, tmp_path / f"{n}.nii.gz").mask for n in ("tta", "plain"))
     assert np.array_equal(tta, tta[..., ::-1]) and not np.array_equal(plain, plain[..., ::-1])
-    assert json.loads((tmp_path / "r.json").read_text())["options"]["tta"] is True
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["options"]["tta"] is True
 
 
 def test_precision_choice_and_bf16_on_cpu():
@@ -486,7 +486,7 @@ def test_report_records_versions_checkpoint_timings_volumes_and_hu(tmp_path, fak
     vol = _write(tmp_path / "ct.nii.gz", from_display(image, affine), affine)
     report = tmp_path / "out" / "report.json"
     seg.segment_file(fake, vol, tmp_path / "mask.nii.gz", device="cpu", report=report, progress=False)
-    rep = json.loads(report.read_text())
+    rep = json.loads(report.read_text(encoding="utf-8"))
     assert rep["versions"]["torch"] == torch.__version__.split("+")[0] or rep["versions"]["torch"] == torch.__version__
     assert rep["versions"]["SimpleITK"] and rep["versions"]["nibabel"] == nib.__version__
     assert rep["torch_device"] == "cpu" and rep["device"]
@@ -507,7 +507,7 @@ def test_mask_has_a_label_sidecar(tmp_path, fake):
     vol = tmp_path / "ct.nii.gz"
     _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
     seg.segment_file(fake, vol, tmp_path / "mask.nii.gz", device="cpu", progress=False)
-    side = json.loads((tmp_path / "mask.json").read_text())
+    side = json.loads((tmp_path / "mask.json").read_text(encoding="utf-8"))
     assert side == {"labels": {"0": "background", "1": "liver", "2": "tumor"}}
     assert {int(k): v for k, v in side["labels"].items()} == {v: k for k, v in LABELS.items()}
     with pytest.raises(CaseError, match="label sidecar"):
@@ -575,3 +575,17 @@ def test_read_only_output_folder_is_refused(tmp_path, fake):
             seg.segment_file(fake, vol, ro / "mask.nii.gz", device="cpu", progress=False)
     finally:
         ro.chmod(0o700)
+
+
+def test_dicom_io_leaves_the_process_locale_alone(tmp_path):
+    """ITK's DICOM writer sets the C locale; liverlib restores it, so later text files still write UTF-8 (a
+    suite-order bug: Table 1's '×' failed to write after the DICOM tests)."""
+    import locale
+
+    from liverlib import dicom
+
+    before = locale.setlocale(locale.LC_ALL)
+    dicom.write_series(np.zeros((3, 16, 16), np.int16), np.eye(4), tmp_path / "s")
+    dicom.load_dicom_case(tmp_path / "s")
+    assert locale.setlocale(locale.LC_ALL) == before
+    (tmp_path / "t.md").write_text("256 × 256 – ε", encoding=locale.getpreferredencoding(False))

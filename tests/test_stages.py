@@ -47,11 +47,11 @@ def test_curation_records_the_resolved_parameters(trained: Path) -> None:
                          "preprocess.json and Figs. 3-4 of the first run")  # fmt: skip
 def test_preprocessing_rerun_with_other_size_is_refused(trained: Path) -> None:
     _copy(trained, "pre")
-    before = (trained / "pre/preprocess.json").read_text()
+    before = (trained / "pre/preprocess.json").read_text(encoding="utf-8")
     p = resolve(**{**TINY, "image_size": 48}, output_root=str(trained), run_name="pre")
     with pytest.raises(RunError, match=r"'02_preprocessing' already ran here with other parameters \(image_size\)"):
         stages.run_preprocessing(p, progress=False, figures_too=False)
-    assert (trained / "pre/preprocess.json").read_text() == before
+    assert (trained / "pre/preprocess.json").read_text(encoding="utf-8") == before
     stages.run_preprocessing(
         resolve(**TINY, output_root=str(trained), run_name="pre"), progress=False, figures_too=False
     )
@@ -78,11 +78,11 @@ def test_evaluation_rerun_with_other_parameters_is_refused(trained: Path) -> Non
     _copy(trained, "ev")
     p = resolve(**TINY, output_root=str(trained), run_name="ev")
     stages.run_evaluation(p, progress=False)
-    before = (trained / "ev/summary.json").read_text()
+    before = (trained / "ev/summary.json").read_text(encoding="utf-8")
     with pytest.raises(RunError, match=r"'04_evaluation' already ran here with other parameters \(eval_batch_size\)"):
         stages.run_evaluation(resolve(**{**TINY, "eval_batch_size": 4}, output_root=str(trained), run_name="ev"),
                               progress=False)  # fmt: skip
-    assert (trained / "ev/summary.json").read_text() == before
+    assert (trained / "ev/summary.json").read_text(encoding="utf-8") == before
     stages.run_evaluation(resolve(**{**TINY, "eval_batch_size": 4, "overwrite": True}, output_root=str(trained),
                                   run_name="ev"), progress=False)  # fmt: skip
 

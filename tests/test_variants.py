@@ -26,12 +26,14 @@ def test_three_fold_cross_validation_through_the_runner(tmp_path: Path) -> None:
     for f in folds:  # each fold is a complete run folder made by the same stages
         for name in ("splits.json", "params.json", "models/hybrid/best.pt", "summary.json", "per_volume.csv"):
             assert (f / name).is_file(), f / name
-    tests = [json.loads((f / "splits.json").read_text())["splits"]["test"] for f in folds]
-    selected = {v for ids in json.loads((folds[0] / "splits.json").read_text())["splits"].values() for v in ids}
+    tests = [json.loads((f / "splits.json").read_text(encoding="utf-8"))["splits"]["test"] for f in folds]
+    selected = {
+        v for ids in json.loads((folds[0] / "splits.json").read_text(encoding="utf-8"))["splits"].values() for v in ids
+    }
     assert sorted(v for t in tests for v in t) == sorted(selected)  # every volume tested exactly once
     cv = pd.read_csv(root / "cv_per_volume.csv")
     assert sorted(cv.volume_id) == sorted(selected) and set(cv.fold) == {0, 1, 2}
-    s = json.loads((root / "cv_summary.json").read_text())
+    s = json.loads((root / "cv_summary.json").read_text(encoding="utf-8"))
     assert s["volumes"] == len(selected) and s["folds"] == 3
     assert s["liver_dice_per_case"] == pytest.approx(cv.liver_dice.mean())
     tp, pred, gt = (cv[f"liver_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))

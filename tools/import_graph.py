@@ -24,7 +24,7 @@ def graph() -> dict[str, set[str]]:
     mods = {module_name(p): p for p in PKG.rglob("*.py")}
     out: dict[str, set[str]] = {m: set() for m in mods}
     for m, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -72,13 +72,13 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 
 
 def line_counts() -> dict[str, int]:
-    return {module_name(p): len(p.read_text().splitlines()) for p in sorted(PKG.rglob("*.py"))}
+    return {module_name(p): len(p.read_text(encoding="utf-8").splitlines()) for p in sorted(PKG.rglob("*.py"))}
 
 
 def longest_functions(n: int = 8) -> list[tuple[str, int]]:
     rows = []
     for p in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(p.read_text())):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 rows.append((f"{module_name(p)}.{node.name}", node.end_lineno - node.lineno + 1))
     return sorted(rows, key=lambda r: -r[1])[:n]

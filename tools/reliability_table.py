@@ -42,7 +42,7 @@ def rows(tests_dir: Path = ROOT / "tests") -> list[tuple[str, str, str, str, str
     """(test, what is tried, seen, exit, kept) for every marked test, sorted by file and line."""
     out = []
     for path in sorted(tests_dir.glob("test_*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
@@ -64,6 +64,6 @@ def render(tests_dir: Path = ROOT / "tests") -> str:
 
 if __name__ == "__main__":
     if "--check" in sys.argv:
-        sys.exit(0 if DOC.is_file() and DOC.read_text() == render() else 1)
-    DOC.write_text(render())
+        sys.exit(0 if DOC.is_file() and DOC.read_text(encoding="utf-8") == render() else 1)
+    DOC.write_text(render(), encoding="utf-8")
     print(f"{DOC}: {len(rows())} rows")

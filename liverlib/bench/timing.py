@@ -213,7 +213,11 @@ def machine_info(device: torch.device) -> dict[str, str]:
 
     prov, cpu = provenance(), platform.processor() or platform.machine()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo", encoding="utf-8", errors="replace")
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
