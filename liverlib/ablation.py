@@ -118,7 +118,8 @@ def table04(p: Params) -> pd.DataFrame:
 
         def rel(k: str) -> float | None:
             a, b = on.get(k), off.get(k)
-            return None if a is None or b is None or not b else 100.0 * (a - b) / b
+            # a change relative to (almost) nothing is undefined, not a huge percentage
+            return None if a is None or b is None or abs(b) < 1e-3 else 100.0 * (a - b) / b
 
         rows.append({"arm": "improvement, % (paper − no_enhancement) / no_enhancement", "kind": "improvement",
                      **{k: rel(k) for k in ("liver_dice", "tumor_dice", "tumor_dice_gt_positive", "liver_dice_per_volume",
