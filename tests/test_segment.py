@@ -228,6 +228,7 @@ def test_real_ct_segments_to_same_grid(tmp_path, tiny_ckpt):
     assert r["liver_ml"] == round(r["liver_voxels"] * 27 / 1000, 1)  # 3 mm voxels: 27 mm³ each
 
 
+@pytest.mark.reliability("'PATH: output exists; pass --overwrite'", 2, "the existing mask")
 def test_refuses_existing_output_unless_overwrite(tmp_path, fake):
     vol = tmp_path / "ct.nii.gz"
     _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
@@ -242,6 +243,7 @@ def test_refuses_existing_output_unless_overwrite(tmp_path, fake):
         seg.segment_file(fake, vol, vol, device="cpu", overwrite=True, progress=False)
 
 
+@pytest.mark.reliability("one line naming the file: not 3D / unreadable / corrupt", 2, "nothing written")
 def test_refuses_non_3d_and_corrupt_inputs(tmp_path, fake):
     _write(tmp_path / "four_d.nii.gz", np.zeros((8, 8, 4, 2), np.int16), np.eye(4))
     _write(tmp_path / "two_d.nii", np.zeros((8, 8), np.int16), np.eye(4))
@@ -258,6 +260,9 @@ def test_refuses_non_3d_and_corrupt_inputs(tmp_path, fake):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.reliability(
+    "'PATH: checkpoint does not exist' / 'not a liverlib checkpoint' / 'preprocessing changed'", 1, "nothing written"
+)
 def test_refuses_bad_checkpoints(tmp_path):
     vol = tmp_path / "ct.nii"
     _random_volume(vol, (32, 32, 2), ("L", "P", "S"))
@@ -301,6 +306,9 @@ def test_folder_mode_writes_one_mask_per_input(tmp_path, fake):
         seg.segment_file(fake, src, out / "a_seg.nii.gz", device="cpu", overwrite=True, progress=False)
 
 
+@pytest.mark.reliability(
+    "the bad volume is named; '1 of N volumes failed (N-1 written)'", 2, "every good volume's mask"
+)
 def test_folder_mode_writes_the_good_volumes_and_names_the_bad_one(tmp_path, fake):
     src = tmp_path / "cts"
     src.mkdir()
@@ -381,6 +389,9 @@ def test_dicom_lps_series_with_reversed_slices_lands_where_the_nifti_does(tmp_pa
     assert np.allclose(d.affine @ [0, 0, 0, 1], n.affine @ [0, 0, data.shape[2] - 1, 1], atol=1e-4)
 
 
+@pytest.mark.reliability(
+    "'several DICOM series: UID (n files), ...; choose one with --series UID'", 2, "nothing written"
+)
 def test_folder_with_two_series_is_refused_naming_both_and_series_picks_one(tmp_path, fake, capsys):
     a = _random_volume(tmp_path / "a.nii", (32, 32, 3), ("L", "P", "S"))
     b = _random_volume(tmp_path / "b.nii", (32, 32, 4), ("L", "P", "S"), seed=2)
@@ -514,6 +525,9 @@ def test_mask_has_a_label_sidecar(tmp_path, fake):
         seg.segment_file(fake, vol, tmp_path / "m.nii.gz", report=tmp_path / "m.json", progress=False)
 
 
+@pytest.mark.reliability(
+    "one line per skipped input; --overwrite with --skip-existing refused", 0, "masks already written"
+)
 def test_skip_existing_skips_written_masks_and_says_so(tmp_path, fake, capsys):
     src, out = tmp_path / "cts", tmp_path / "masks"
     src.mkdir()
@@ -531,6 +545,9 @@ def test_skip_existing_skips_written_masks_and_says_so(tmp_path, fake, capsys):
         seg.segment_file(fake, src, out, overwrite=True, skip_existing=True, progress=False)
 
 
+@pytest.mark.reliability(
+    "'TARGET: cannot be written: PARENT is a file, not a folder' before the model loads", 2, "nothing written"
+)
 @pytest.mark.parametrize("which", ["mask", "probabilities", "report"])
 def test_unwritable_output_is_refused_before_any_inference(tmp_path, monkeypatch, which, capsys):
     def no_model(ckpt, device):
