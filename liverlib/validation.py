@@ -69,9 +69,9 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
 
 def buffer_digest(model: torch.nn.Module) -> str:
     """sha256 of every buffer (BatchNorm running stats, counters): equal digests = identical buffers."""
-    h = hashlib.sha256()
+    h, params = hashlib.sha256(), {name for name, _ in model.named_parameters()}
     for name, b in sorted(model.state_dict().items()):
-        if name in dict(model.named_parameters()):
+        if name in params:
             continue
         h.update(name.encode())
         h.update(b.detach().cpu().contiguous().numpy().tobytes())
