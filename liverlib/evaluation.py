@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from liverlib import paper
-from liverlib.checkpoint import load_checkpoint, model_dir, model_from_checkpoint
+from liverlib.checkpoint import check_not_trained_on, load_checkpoint, model_dir, model_from_checkpoint
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like
@@ -58,6 +58,7 @@ def evaluate(
     device = resolve_device(p.device)
     ckpt_path = model_dir(run, model_name) / "best.pt"
     ckpt = load_checkpoint(ckpt_path, map_location=device)
+    check_not_trained_on(ckpt, run.split_ids()["test"], ckpt_path)  # never score a model on volumes it trained on
     if ckpt["config"].get("image_size") != p.image_size or ckpt["config"].get("preprocess_key") != cfg.key:
         raise RunError(f"{ckpt_path}: trained on another image size or preprocessing than these parameters")
     model = model_from_checkpoint(ckpt, device)

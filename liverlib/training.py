@@ -37,7 +37,7 @@ from liverlib.losses import CombinedLoss
 from liverlib.model import build_model
 from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
-from liverlib.run import RunDir, RunError, read_json, seed_everything, write_table
+from liverlib.run import RunDir, RunError, seed_everything, write_table
 from liverlib.runtime import amp_settings, distributed_context, resolve_device
 from liverlib.validation import sync_buffers, validate
 
@@ -65,12 +65,6 @@ def cpu_hours(image_size: int, slices: float, epochs: int) -> float:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says which epoch and how to resume."""
-
-
-def run_split(run: RunDir) -> dict[str, list[int]]:
-    """Volume ids per split from the run's ``splits.json`` (``{"train": [...], "val": [...], "test": [...]}``)."""
-    splits = read_json(run.splits)["splits"]
-    return {k: sorted(int(i) for i in splits.get(k, [])) for k in ("train", "val", "test")}
 
 
 def train_config(p: Params, model_name: str) -> dict[str, Any]:
@@ -253,7 +247,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     run = RunDir.from_params(p)
     cache = open_run_cache(run, PreprocessConfig.from_params(p))
     train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
-    split = run_split(run)
+    split = run.split_ids()
     rank, world, local_rank = distributed_context()
     device = resolve_device(p.device)
     if world > 1 and device.type == "cuda":

@@ -21,7 +21,7 @@ from liverlib.checkpoint import model_dir, save_checkpoint
 from liverlib.model import build_model
 from liverlib.params import resolve
 from liverlib.run import RunDir
-from liverlib.training import HISTORY_COLUMNS, run_split, train_config
+from liverlib.training import HISTORY_COLUMNS, train_config
 
 TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
             image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu",
@@ -46,7 +46,7 @@ def background_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     hist.to_csv(out / "history.csv", index=False)
     save_checkpoint({"model": model.state_dict(), "config": train_config(p, "hybrid"), "epoch": 3,
-                     "metrics": hist.iloc[-1].to_dict(), "split": run_split(run)}, out / "best.pt")  # fmt: skip
+                     "metrics": hist.iloc[-1].to_dict(), "split": run.split_ids()}, out / "best.pt")  # fmt: skip
     (run.root / "training.json").write_text(json.dumps({
         "model": "hybrid", "epochs": 3, "train_seconds": 1.0, "parameters": {"total": 20_832_963},
         "trained_parameters": 20_832_963,
