@@ -44,6 +44,17 @@ class SliceDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(mask.astype(np.int64))
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed NumPy and the dataset's augmentation from the worker's torch seed, so each
+    worker draws its own stream and a seeded loader stays reproducible (training and the benchmark)."""
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**31
+    np.random.seed(seed)
+    tf = getattr(info.dataset, "transform", None)
+    if tf is not None and hasattr(tf, "set_random_seed"):
+        tf.set_random_seed(seed)
+
+
 def open_run_cache(run: RunDir, cfg: PreprocessConfig) -> SliceCache:
     """The cache notebook 02 built for this run, checked against the preprocessing parameters.
 

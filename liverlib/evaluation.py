@@ -26,7 +26,7 @@ from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like
 from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
-from liverlib.per_volume import volume_metrics
+from liverlib.per_volume import pooled_dice, volume_metrics
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
 from liverlib.runtime import resolve_device
@@ -117,7 +117,7 @@ def _volume_summary(per_volume: pd.DataFrame, resamples: int, seed: int) -> dict
                                      "ci95": {"low": low, "high": high, "method": "percentile bootstrap over test volumes",
                                               "resamples": resamples, "seed": seed, "volumes": int(d.notna().sum()),
                                               "meaningful": bool(d.notna().sum() >= MIN_VOLUMES)}}  # fmt: skip
-        out[f"{c}_dice_global"] = {"value": float(2 * tp / (pv + gv)) if pv + gv else None,
+        out[f"{c}_dice_global"] = {"value": pooled_dice(tp, pv, gv),
                                    "rule": "pooled voxels of all test volumes"}  # fmt: skip
         pred_empty, gt_empty = per_volume[f"{c}_pred_voxels"] == 0, per_volume[f"{c}_gt_voxels"] == 0
         for k in ("assd_mm", "hd95_mm"):

@@ -45,6 +45,11 @@ def keep_largest_liver(labels: Array) -> np.ndarray:
                     LABELS["background"]).astype(np.uint8)  # fmt: skip
 
 
+def pooled_dice(tp: int, pred: int, gt: int) -> float | None:
+    """Global Dice from voxel counts pooled over volumes, 2·tp / (pred + gt); None when both are empty."""
+    return float(2 * tp / (pred + gt)) if pred + gt else None
+
+
 def volume_dice(pred: Array, gt: Array, *, empty: str, eps: float = EPS) -> float:
     """Dice of two binary masks of any shape (e.g. 3D (slices, rows, cols)); float."""
     p, g = _np(pred).astype(bool), _np(gt).astype(bool)

@@ -204,6 +204,7 @@ def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         if pv.is_file():
             frames.append(pd.read_csv(pv).assign(fold=fold))
     if frames:
+        from liverlib.per_volume import pooled_dice
         from liverlib.run import RunError, write_table
 
         cv = pd.concat(frames, ignore_index=True)
@@ -224,7 +225,7 @@ def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         for c in ("liver", "tumor"):
             tp, pv_, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
             summary[f"{c}_dice_per_case"] = float(cv[f"{c}_dice"].mean())
-            summary[f"{c}_dice_global"] = float(2 * tp / (pv_ + gv)) if pv_ + gv else None
+            summary[f"{c}_dice_global"] = pooled_dice(tp, pv_, gv)
         write_json(out.root / "cv_summary.json", summary)
         print(f"cross-validation: {len(cv)} test volumes over {p.folds} folds -> {out.root / 'cv_summary.json'}")
     return out.root

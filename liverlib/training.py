@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
-from liverlib.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.dataset import SliceDataset, open_run_cache, seed_worker, split_index
 from liverlib.io import remove_stale_temps
 from liverlib.losses import CombinedLoss
 from liverlib.model import build_model
@@ -86,7 +85,7 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
             rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
     """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice)."""
     g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
-    workers = p.num_workers  # seeded per worker (_seed_worker), so runs stay reproducible
+    workers = p.num_workers  # seeded per worker (seed_worker), so runs stay reproducible
     sampler = None
     if world > 1 and shuffle:
         from torch.utils.data.distributed import DistributedSampler
@@ -98,16 +97,7 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
         ds = torch.utils.data.Subset(ds, range(rank, len(ds), world))
     return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False,
-                      worker_init_fn=_seed_worker if workers else None, persistent_workers=False)  # fmt: skip
-
-
-def _seed_worker(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    seed = torch.initial_seed() % 2**31
-    np.random.seed(seed)
-    tf = getattr(info.dataset, "transform", None)
-    if tf is not None and hasattr(tf, "set_random_seed"):
-        tf.set_random_seed(seed)
+                      worker_init_fn=seed_worker if workers else None, persistent_workers=False)  # fmt: skip
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,

@@ -284,3 +284,9 @@ def test_volume_metrics_lits_rule_and_lcc() -> None:
     no_tumor = V.volume_metrics(np.where(gt == TUMOR, LIVER, gt), np.where(gt == TUMOR, LIVER, gt), SPACING)
     assert math.isnan(no_tumor["tumor_dice"]) and math.isnan(no_tumor["tumor_hd95_mm"])
     assert no_tumor["tumor_pred_voxels"] == no_tumor["tumor_gt_voxels"] == 0
+
+
+def test_pooled_dice_from_counts():
+    """Global Dice pools voxels over volumes: 2·Σtp / (Σpred + Σgt); undefined (None) when nothing is there."""
+    assert V.pooled_dice(3 + 1, 4 + 2, 5 + 1) == pytest.approx(2 * 4 / 12)
+    assert V.pooled_dice(0, 0, 0) is None and V.pooled_dice(0, 3, 0) == 0.0

@@ -13,16 +13,9 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from liverlib.bench.timing import PAPER_SIZE, Reps, _sync
+from liverlib.dataset import seed_worker
 from liverlib.model import build_model
 from liverlib.runtime import amp_settings
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own augmentation stream (as training does)."""
-    info = torch.utils.data.get_worker_info()
-    tf = getattr(info.dataset, "transform", None)
-    if tf is not None and hasattr(tf, "set_random_seed"):
-        tf.set_random_seed(torch.initial_seed() % 2**31)
 
 
 def loader_rate(
@@ -34,7 +27,7 @@ def loader_rate(
     )
     t0 = time.perf_counter()
     dl = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
-                    worker_init_fn=_seed_worker if workers else None)  # fmt: skip
+                    worker_init_fn=seed_worker if workers else None)  # fmt: skip
     n = sum(len(x) for x, _ in dl)
     return n / (time.perf_counter() - t0)
 

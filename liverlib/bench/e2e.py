@@ -53,13 +53,12 @@ def paper_loader(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, wor
                  device: torch.device) -> Callable[[int], DataLoader]:  # fmt: skip
     """Epoch → the paper path's seeded, shuffled DataLoader with albumentations (as the training loop builds it)."""
     from liverlib.augment import build_augmentation
-    from liverlib.bench.data import _seed_worker
-    from liverlib.dataset import SliceDataset
+    from liverlib.dataset import SliceDataset, seed_worker
 
     ds = SliceDataset(index, cache, build_augmentation(seed=seed))
     return lambda epoch: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                     generator=torch.Generator().manual_seed(seed * 1000 + epoch),
-                                    pin_memory=device.type == "cuda", worker_init_fn=_seed_worker if workers else None)  # fmt: skip
+                                    pin_memory=device.type == "cuda", worker_init_fn=seed_worker if workers else None)  # fmt: skip
 
 
 def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, size: int, batch_size: int,
