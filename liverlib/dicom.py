@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 import nibabel as nib
 import numpy as np
 
-from liverlib.io import Case, CaseError, atomic_write, display_spacing, from_display, orientation_of, to_display
+from liverlib.io import (
+    Case,
+    CaseError,
+    atomic_write,
+    display_spacing,
+    from_display,
+    orientation_of,
+    to_display,
+    to_int16,
+)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 """Flips LPS world coordinates to RAS (and back: it is its own inverse)."""
@@ -91,16 +100,6 @@ def ras_affine(spacing: tuple[float, ...], origin: tuple[float, ...], direction:
     return aff
 
 
-def _hu_int16(data: np.ndarray, folder: Path) -> np.ndarray:
-    """HU voxels rounded and clipped to int16."""
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.isfinite(data).all():
-            raise CaseError(f"{folder}: series holds NaN or infinite voxels")
-        data = np.rint(data)
-    info = np.iinfo(np.int16)
-    return np.clip(data, info.min, info.max).astype(np.int16)
-
-
 @keeps_locale
 def read_series(folder: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one DICOM series: (int16 HU in voxel order (i, j, k), its 4×4 RAS affine).
@@ -123,7 +122,7 @@ def read_series(folder: str | Path, series: str | None = None) -> tuple[np.ndarr
         raise CaseError(f"{folder}: series {uid} cannot be read ({first})") from exc
     if img.GetDimension() != 3:
         raise CaseError(f"{folder}: series {uid} is {img.GetDimension()}D; expected a 3D volume")
-    data = _hu_int16(sitk.GetArrayFromImage(img), folder).transpose(2, 1, 0)  # (k, j, i) → (i, j, k)
+    data = to_int16(sitk.GetArrayFromImage(img), folder, "series").transpose(2, 1, 0)  # (k, j, i) → (i, j, k)
     return np.ascontiguousarray(data), ras_affine(img.GetSpacing(), img.GetOrigin(), img.GetDirection())
 
 

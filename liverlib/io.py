@@ -213,12 +213,17 @@ def display_spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
     return (by_world[2], by_world[1], by_world[0])
 
 
-def _to_int16(data: np.ndarray, path: Path) -> np.ndarray:
+def to_int16(data: np.ndarray, path: Path, what: str = "image") -> np.ndarray:
+    """HU voxels as int16: floats rounded, everything clipped to the int16 range (NIfTI and DICOM alike).
+
+    Raises:
+        CaseError: ``"{path}: {what} holds NaN or infinite voxels"``.
+    """
     if data.dtype == np.int16:
         return data
     if np.issubdtype(data.dtype, np.floating):
         if not np.isfinite(data).all():
-            raise CaseError(f"{path}: image holds NaN or infinite voxels")
+            raise CaseError(f"{path}: {what} holds NaN or infinite voxels")
         data = np.rint(data)
     info = np.iinfo(np.int16)
     return np.clip(data, info.min, info.max).astype(np.int16)
@@ -285,7 +290,7 @@ def load_case(volume_path: str | Path, mask_path: str | Path | None = None, *, r
     volume_path = Path(volume_path)
     img = _open(volume_path)
     image = (
-        to_display(_to_int16(_read(img, volume_path), volume_path), img.affine)
+        to_display(to_int16(_read(img, volume_path), volume_path), img.affine)
         if read_image
         else np.empty((0, 0, 0), np.int16)
     )

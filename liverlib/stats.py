@@ -65,6 +65,15 @@ def bootstrap_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _pairs(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Paired scores as float64 vectors with every pair holding a NaN dropped; ValueError if they do not pair up."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"a and b must pair up, got {x.shape} and {y.shape}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep], y[keep]
+
+
 def paired_ttest(a: Any, b: Any) -> dict[str, float | int]:
     """Paired two-sided t-test of ``a`` vs ``b`` (STUDY §7: liver vs tumor Dice over test slices).
 
@@ -77,11 +86,7 @@ def paired_ttest(a: Any, b: Any) -> dict[str, float | int]:
     Returns:
         ``{"t", "p", "n" (pairs used), "mean_diff" (mean of a − b)}``; t and p are NaN with < 2 pairs.
     """
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"a and b must pair up, got {x.shape} and {y.shape}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
+    x, y = _pairs(a, b)
     n = int(x.size)
     mean_diff = float(np.mean(x - y)) if n else float("nan")
     if n < 2:
@@ -161,11 +166,7 @@ def wilcoxon_signed_rank(a: Any, b: Any, *, min_pairs: int = MIN_VOLUMES) -> dic
     Returns:
         ``{"statistic", "p", "n" (pairs used), "median_diff" (median of a − b), "run" (bool), "note"}``.
     """
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"a and b must pair up, got {x.shape} and {y.shape}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
+    x, y = _pairs(a, b)
     n = int(x.size)
     out: dict[str, Any] = {"statistic": float("nan"), "p": float("nan"), "n": n,
                            "median_diff": float(np.median(x - y)) if n else float("nan"), "run": False}  # fmt: skip
