@@ -10,21 +10,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib import stages
 from liverlib.checkpoint import load_checkpoint
 from liverlib.params import resolve
+from tests.tiny import TINY_RUN, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
-            image_size=32, epochs=2, batch_size=4, lr=1e-3, num_workers=0, train_baseline=False, device="cpu", model="unet_smp")  # fmt: skip
+TINY = {**TINY_RUN, "epochs": 2, "batch_size": 4, "model": "unet_smp"}
 
 pytestmark = pytest.mark.slow
 
 
 def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
-    p = resolve(**TINY, output_root=str(tmp_path), run_name="ddp")
-    stages.run_curation(p, progress=False)
-    stages.run_preprocessing(p, progress=False, figures_too=False)
+    p = prepare(resolve(**TINY, output_root=str(tmp_path), run_name="ddp"))
     sets = [f"{k}={v}" for k, v in {**TINY, "output_root": str(tmp_path), "run_name": "ddp"}.items()]
     sets = [s.replace("[16, 20]", "[16,20]") for s in sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}

@@ -22,19 +22,16 @@ from liverlib.model import build_model
 from liverlib.params import resolve
 from liverlib.run import RunDir
 from liverlib.training import HISTORY_COLUMNS, train_config
+from tests.tiny import TINY_RUN, prepare
 
-TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
-            image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu",
-            bootstrap_resamples=50, eval_batch_size=8)  # fmt: skip
+TINY = {**TINY_RUN, "epochs": 3, "bootstrap_resamples": 50, "eval_batch_size": 8}
 
 
 @pytest.fixture(scope="module")
 def background_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Curation, cache, an all-background checkpoint, the evaluation stage, training files and the report."""
     root = tmp_path_factory.mktemp("eval")
-    p = resolve(**TINY, output_root=str(root), run_name="bg")
-    stages.run_curation(p, progress=False)
-    stages.run_preprocessing(p, progress=False, figures_too=False)
+    p = prepare(resolve(**TINY, output_root=str(root), run_name="bg"))
     run = RunDir.from_params(p)
     model = build_model("hybrid", image_size=p.image_size)
     with torch.no_grad():  # logits: background 10, liver and tumor 0, whatever the input

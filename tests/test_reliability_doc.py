@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from tools import reliability_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("reliability_table", ROOT / "tools/reliability_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_reliability_doc_matches_the_tests() -> None:
-    tool = _tool()
-    assert len(tool.rows()) >= 20
+    assert len(reliability_table.rows()) >= 20
     doc = ROOT / "docs/reliability.md"
-    assert doc.is_file() and doc.read_text(encoding="utf-8") == tool.render(), (
+    assert doc.is_file() and doc.read_text(encoding="utf-8") == reliability_table.render(), (
         "run `make reliability-doc` and commit docs/reliability.md"
     )
 
@@ -28,4 +21,4 @@ def test_the_generator_sees_a_new_marked_test(tmp_path: Path) -> None:
     (tmp_path / "test_x.py").write_text(
         "import pytest\n\n@pytest.mark.reliability('says X', 2, 'all')\ndef test_bad():\n    '''Bad input.'''\n"
     )
-    assert _tool().rows(tmp_path) == [("`test_x.py::test_bad`", "Bad input.", "says X", "2", "all")]
+    assert reliability_table.rows(tmp_path) == [("`test_x.py::test_bad`", "Bad input.", "says X", "2", "all")]

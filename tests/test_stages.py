@@ -11,19 +11,16 @@ import pytest
 from liverlib import stages
 from liverlib.params import resolve
 from liverlib.run import RunError, read_json, write_json
+from tests.tiny import TINY_RUN, prepare
 
-TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
-            image_size=32, epochs=1, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu",
-            bootstrap_resamples=20, eval_batch_size=8)  # fmt: skip
+TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Output root holding run ``r``: curated, preprocessed, trained one epoch."""
     root = tmp_path_factory.mktemp("stages")
-    p = resolve(**TINY, output_root=str(root), run_name="r")
-    stages.run_curation(p, progress=False)
-    stages.run_preprocessing(p, progress=False, figures_too=False)
+    p = prepare(resolve(**TINY, output_root=str(root), run_name="r"))
     stages.run_training(p, progress=False)
     return root
 

@@ -10,23 +10,20 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib import stages
 from liverlib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from liverlib.params import resolve
 from liverlib.run import RunError, read_json, write_json
 from liverlib.training import TrainingInterrupted, train
+from tests.tiny import TINY_RUN, prepare
 
-TINY = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9, test_fraction=0.2,
-            image_size=32, epochs=3, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False, device="cpu")  # fmt: skip
+TINY = {**TINY_RUN, "epochs": 3}
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Curation and cache of a tiny phantom run ``base`` (no training)."""
     root = tmp_path_factory.mktemp("train")
-    p = resolve(**TINY, output_root=str(root), run_name="base")
-    stages.run_curation(p, progress=False)
-    stages.run_preprocessing(p, progress=False, figures_too=False)
+    prepare(resolve(**TINY, output_root=str(root), run_name="base"))
     return root
 
 

@@ -58,8 +58,8 @@ def rows(tests_dir: Path = ROOT / "tests") -> list[tuple[str, str, str, str, str
 
 def render(tests_dir: Path = ROOT / "tests") -> str:
     """The whole Markdown document."""
-    body = "".join(f"| {' | '.join(r)} |\n" for r in rows(tests_dir))
-    return HEADER + body + f"\n{len(rows(tests_dir))} tests.\n"
+    table = rows(tests_dir)
+    return HEADER + "".join(f"| {' | '.join(r)} |\n" for r in table) + f"\n{len(table)} tests.\n"
 
 
 if __name__ == "__main__":
