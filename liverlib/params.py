@@ -80,11 +80,13 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "amp": True,  # CUDA only: bf16 where supported, else fp16 with a grad scaler (T4)
+    "cpu_bf16": False,  # training and validation under bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX)
     "channels_last": True,
     "num_workers": 2,
     "compile": False,  # torch.compile
     "feeder": "dataloader",  # "dataloader" (CPU DataLoader + albumentations: the paper path) or "gpu" (the training
     # split resident on the device, augmentation in torch: liverlib.fastpath, the fast GPU path)
+    "tracking": "off",  # "off" or "mlflow": parameters, per-epoch metrics, summary in <run>/mlflow.db (liverlib.tracking)
     "train_baseline": True,  # also train the smp baseline on the same split (Table 8)
     "baseline_epochs": 0,  # 0 = same as epochs
     # evaluation, STUDY §7
@@ -228,6 +230,8 @@ def resolve(
         raise ParamError(f"'folds' must be 0 (no cross-validation) or at least 2, got {p.folds}")
     if p.feeder not in ("dataloader", "gpu"):
         raise ParamError(f"'feeder' must be 'dataloader' or 'gpu', got {p.feeder!r}")
+    if p.tracking not in ("off", "mlflow"):
+        raise ParamError(f"'tracking' must be 'off' or 'mlflow', got {p.tracking!r}")
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
     return p
@@ -243,8 +247,8 @@ def profile_path(name: str | Path) -> Path:
 
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "02": ("cache_dir",),
-    "03": ("device", "amp", "channels_last", "num_workers", "compile"),
-    "04": ("device", "amp", "eval_batch_size"),
+    "03": ("device", "amp", "cpu_bf16", "channels_last", "num_workers", "compile"),
+    "04": ("device", "amp", "cpu_bf16", "eval_batch_size"),
     "05": (),
     "06": (),
 }

@@ -148,15 +148,20 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib import report
     from liverlib.checkpoint import model_dir
     from liverlib.evaluation import evaluate, write_outputs
+    from liverlib.tracking import log_evaluation
+    from liverlib.tracking import require as require_tracking
 
     run = RunDir.from_params(p)
     run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
+    require_tracking(p)
     ev = evaluate(p, progress=progress)
     write_outputs(run, ev)
+    log_evaluation(p, run.root, p.model, ev["summary"], run.root / "summary.json")
     out = {"run": run, **ev}
     if p.train_baseline and p.model != "unet_smp" and (model_dir(run, "unet_smp") / "best.pt").is_file():
         base = evaluate(p, model_name="unet_smp", progress=progress, save_predictions=False)
         write_outputs(run, base, prefix="models/unet_smp")
+        log_evaluation(p, run.root, "unet_smp", base["summary"], run.root / "models" / "unet_smp" / "summary.json")
         out["baseline_summary"] = base["summary"]
     out.update(report.render_evaluation(run))
     run.record("04_evaluation", p.subset(EVAL_KEYS))

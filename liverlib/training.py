@@ -38,6 +38,7 @@ from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, seed_everything, write_table
 from liverlib.runtime import amp_settings, distributed_context, resolve_device
+from liverlib.tracking import training_tracker
 from liverlib.validation import sync_buffers, validate
 
 HISTORY_COLUMNS = [
@@ -243,7 +244,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    use_amp, amp_dtype, use_scaler = amp_settings(device, p.amp)
+    use_amp, amp_dtype, use_scaler = amp_settings(device, p.amp, cpu_bf16=p.cpu_bf16)
     amp_dtype = amp_dtype if use_amp else None
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -293,6 +294,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
                           device=device, seed=p.seed + rank * RANK_SEED_STRIDE, augment=p.augment,
                           elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma)  # fmt: skip
     loss_fn = CombinedLoss(p.ce_weight, p.dice_weight, p.focal_weight, p.focal_alpha, p.focal_gamma, p.dice_eps)
+    tracker = training_tracker(p, run.root, model_name, history=state.history, resumed=resumed_from > 0, rank=rank)
     done_now, epoch = 0, state.start
     try:
         for epoch in range(state.start, epochs + 1):
@@ -324,6 +326,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
                 state.best = {"val_loss": val["val_loss"], "epoch": epoch}
             if rank == 0:  # only rank 0 writes files
                 save_epoch(state, raw, out, row, improved=improved, world=world, buffers=buffers)
+                tracker.log_epoch(row)
             if world > 1:
                 torch.distributed.barrier()
             if progress and rank == 0:
@@ -335,8 +338,13 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
             if stop_after is not None and done_now >= stop_after:
                 break
     except KeyboardInterrupt:
+        tracker.close("KILLED")
         raise TrainingInterrupted(f"{model_name}: interrupted at epoch {epoch} of {epochs} ({epoch - 1} complete in "
                                   f"{out / 'last.pt'}); rerun the same command to resume") from None  # fmt: skip
+    except Exception:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
     if not state.history:
         raise RunError(f"{out}: no epoch was trained (epochs={epochs})")
     return {"history": pd.DataFrame(state.history, columns=HISTORY_COLUMNS), "best_epoch": state.best["epoch"],
