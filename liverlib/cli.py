@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto")
     seg.add_argument("--batch-size", type=int, default=16)
     seg.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                     help="auto: fp32 on CPU, --amp decides on CUDA; bf16: autocast in bfloat16 (default: auto)")  # fmt: skip
+                     help="auto: bf16 on a CPU with native bf16, else fp32; --amp decides on CUDA; bf16: autocast in bfloat16 (default: auto)")  # fmt: skip
     seg.add_argument("--tta", action="store_true", help="average over flipped slices (4x slower; default off)")
     seg.add_argument("--save-probabilities", metavar="PATH.npz",
                      help="float16 background/liver/tumor probabilities on the input grid (a folder in folder mode)")  # fmt: skip

@@ -67,8 +67,11 @@ def evaluate(
     # per slice (paper): the curated test slices at the model's resolution
     images = np.stack([cache.image(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
     gt = np.stack([cache.mask(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
-    pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, progress=progress,
-                          desc="test slices")  # fmt: skip
+    # the CPU evaluates in fp32 unless cpu_bf16 asks for bf16 (then where native): the study's numbers do not depend
+    # on which CPU ran them; CUDA follows amp
+    precision = "auto" if device.type == "cuda" or p.cpu_bf16 else "fp32"
+    pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, precision=precision,
+                          progress=progress, desc="test slices")  # fmt: skip
     per_slice = per_slice_table(
         pred, gt, ids={"volume_id": test.volume_id.to_numpy(), "slice_idx": test.slice_idx.to_numpy()}
     )
@@ -84,7 +87,7 @@ def evaluate(
     for r in tqdm(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
         case = load_case(r.volume_path, r.mask_path)
         labels = predict_labels(model, cache.image(r.volume_id), out_size=case.mask.shape[1:], batch_size=p.eval_batch_size,
-                                device=device, amp=p.amp)  # fmt: skip
+                                device=device, amp=p.amp, precision=precision)  # fmt: skip
         idx = test.slice_idx[test.volume_id == r.volume_id].to_numpy()
         native.append(per_slice_table(labels[idx], case.mask[idx],
                                       ids={"volume_id": np.full(idx.size, int(r.volume_id)), "slice_idx": idx}))  # fmt: skip

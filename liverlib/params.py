@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "amp": True,  # CUDA only: bf16 where supported, else fp16 with a grad scaler (T4)
-    "cpu_bf16": False,  # training and validation under bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX)
+    "cpu_bf16": False,  # training, validation, evaluation under bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX)
     "channels_last": True,
     "num_workers": 2,
     "compile": False,  # torch.compile

@@ -51,3 +51,23 @@ def test_cpu_bf16_autocast_step_matches_fp32() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_amp_step_matches_fp32() -> None:
     _compare("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def test_cpu_bf16_parameter_chooses_the_training_precision(tmp_path, monkeypatch) -> None:
+    """``cpu_bf16`` trains under bf16 where the CPU has it natively and stays fp32 where it would be emulated;
+    off (the default) is fp32 everywhere, so the study's CPU numbers do not depend on the CPU."""
+    import liverlib.runtime as runtime
+    from liverlib.params import resolve
+    from liverlib.training import train
+    from tests.tiny import TINY_RUN, prepare
+
+    p = prepare(resolve(**{**TINY_RUN, "epochs": 1}, output_root=str(tmp_path), run_name="r"))
+    for native, asked, expected in ((True, True, "torch.bfloat16"), (False, True, "off"), (True, False, "off")):
+        monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda native=native: native)
+        q = resolve(**{**dict(p), "cpu_bf16": asked, "run_name": f"r{native:d}{asked:d}"})
+        for f in ("manifest.csv", "volumes.csv", "splits.json", "preprocess.json"):
+            (tmp_path / q.run_name).mkdir(exist_ok=True)
+            (tmp_path / q.run_name / f).write_bytes((tmp_path / "r" / f).read_bytes())
+        res = train(q, progress=False)
+        assert res["amp"] == expected, (native, asked)
+        assert torch.isfinite(torch.tensor(res["history"].train_loss.to_numpy())).all()

@@ -448,9 +448,14 @@ def test_cli_tta_and_report_record_it(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["options"]["tta"] is True
 
 
-def test_precision_choice_and_bf16_on_cpu():
-    assert autocast_dtype("cpu", "auto") is None and autocast_dtype("cpu", "fp32") is None
-    assert autocast_dtype("cpu", "bf16") == torch.bfloat16 and autocast_dtype("cpu", "auto", amp=True) is None
+def test_precision_choice_and_bf16_on_cpu(monkeypatch):
+    import liverlib.inference as inference
+
+    for native, auto in ((True, torch.bfloat16), (False, None)):  # auto: bf16 where the CPU has it natively
+        monkeypatch.setattr(inference, "cpu_bf16_supported", lambda native=native: native)
+        assert autocast_dtype("cpu", "auto") is auto and autocast_dtype("cpu", "auto", amp=True) is auto
+        assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cpu", "bf16") == torch.bfloat16
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="precision must be one of"):
         autocast_dtype("cpu", "fp16")
     images = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32)

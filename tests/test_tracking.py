@@ -90,8 +90,9 @@ def test_the_test_summary_lands_in_the_models_run(tracked: Path) -> None:
 def test_a_fresh_training_opens_a_new_mlflow_run(tracked: Path, tmp_path: Path) -> None:
     run = tmp_path / "t"
     shutil.copytree(tracked, run)
-    p = resolve(**{**TINY, "epochs": 1, "lr": 5e-4}, output_root=str(tmp_path), run_name="t", tracking="mlflow",
-                overwrite=True)  # another lr: the training starts afresh
+    p = resolve(
+        **{**TINY, "epochs": 1, "lr": 5e-4}, output_root=str(tmp_path), run_name="t", tracking="mlflow", overwrite=True
+    )  # another lr: the training starts afresh
     train(p, progress=False)
     runs = _runs(run)
     assert len(runs) == 2
