@@ -24,8 +24,9 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     p = prepare(resolve(**TINY, output_root=str(tmp_path), run_name="ddp"))
     sets = [f"{k}={v}" for k, v in {**TINY, "output_root": str(tmp_path), "run_name": "ddp"}.items()]
     sets = [s.replace("[16, 20]", "[16,20]") for s in sets]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    # --standalone: torchrun picks a free port itself (a fixed one collides with a concurrent run on the machine)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "liverlib", "train", "-f", str(ROOT / "params/base.yaml"), "--set", *sets],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
