@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to measure: model steps, the data path, volume inference (default: all)")  # fmt: skip
     b.add_argument("--big-batch", type=int, default=None,
                    help="also time the fast path at this batch (default 32 on CUDA, none on CPU; 0: none)")  # fmt: skip
+    b.add_argument("--compile", action="store_true",
+                   help="also time the model step under torch.compile (path 'fast, compiled'; minutes of compiling)")  # fmt: skip
     b.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CPU (default: where the CPU supports it natively)")  # fmt: skip
     b.set_defaults(func=_bench)

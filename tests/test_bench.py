@@ -143,3 +143,27 @@ def test_forced_cpu_bf16_builds_the_bf16_and_fp32_fast_paths():
     want = (True, torch.bfloat16, False) if cpu_bf16_supported() else (False, None, False)
     assert amp_settings(torch.device("cpu"), True, cpu_bf16=True) == want
     assert amp_settings(torch.device("cpu"), False, cpu_bf16=True) == (False, None, False)
+
+
+def test_compiled_path_is_judged_beside_the_fast_path():
+    """With ``--compile`` the ≥ 2× CPU target is judged for ``fast`` and ``fast, compiled`` each, and the
+    compiled path's warm-up (its compilation) is reported."""
+    models = _fake_models(0.2, 0.36)
+    extra = {**models.iloc[1].to_dict(), "path": "fast, compiled", "train_slices_s": 0.45, "train_gflops": 323 * 0.45}
+    models = pd.concat([models, pd.DataFrame([extra])], ignore_index=True)
+    models["train_warm_s"], models["infer_warm_s"] = [20.0, 21.0, 80.0], [5.0, 4.0, 40.0]
+    s = summary_table(models, None, None, {"fp32": 100.0}, torch.device("cpu"))
+    judged = s[s.target == "≥ 2×"].set_index("measure").met
+    assert judged.filter(like="fast (fp32").tolist() == ["MISSED"]  # 0.36 / 0.2 = 1.8×
+    assert judged.filter(like="fast, compiled").tolist() == ["pass"]  # 0.45 / 0.2 = 2.25×
+    warm = s[s.measure.str.contains("warm-up incl. compilation")]
+    assert warm["fast / measured"].tolist() == [120.0] and warm["naive / reference"].tolist() == [25.0]
+
+
+def test_compiled_path_is_built_only_when_asked():
+    kw = dict(batch_size=2, device=torch.device("cpu"), cpu_bf16=False, big_batch=None)
+    assert "fast, compiled" not in build_paths("unet_smp", 32, **kw)
+    paths = build_paths("unet_smp", 32, **kw, compiled=True)
+    assert list(paths) == ["naive", "fast", "fast, compiled"]
+    a, b = paths["fast"].model.state_dict(), paths["fast, compiled"].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same starting weights: the loss compares them

@@ -28,6 +28,7 @@ def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: 
             "train_slices_s": "train slices/s", "infer_slices_s": "inference slices/s", "train_step_s": "train s/step",
             "train_steps": "timed train steps", "infer_steps": "timed inference steps",
             "train_peak_mib": "train peak MiB", "infer_peak_mib": "inference peak MiB",
+            "train_warm_s": "train warm-up s",
             "gflop_fwd_per_slice": "GFLOP/slice forward", "gflop_train_per_slice": "GFLOP/slice train",
             "train_gflops": "train GFLOP/s", "infer_gflops": "inference GFLOP/s", "train % of matmul": "train % of ceiling",
             "loss_first": "loss, 1st step", "loss_last": "loss, last step", "loss_steps": "steps"}  # fmt: skip
@@ -40,6 +41,8 @@ def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: 
              + (", autocast as `amp_settings` chooses (fp16 with a grad scaler where bf16 is missing)."
                 if device.type == "cuda" else "; bf16 autocast where the CPU has native bf16 (then **fast fp32** is the "
                 "same path without it), fp32 otherwise.")
+             + (" **fast, compiled**: the fast path under `torch.compile` (inductor), timed after its compilation "
+                "(in the warm-up seconds)." if (models.path == "fast, compiled").any() else "")
              + " The smp baseline has no attention: its paths differ only in memory format"
              + (" and precision." if device.type == "cuda" else "."), "",
              format_table(df[list(cols)].rename(columns=cols)), "",

@@ -26,7 +26,7 @@ from liverlib.runtime import resolve_device
 def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.device = "auto", quick: bool = False,
                   groups: tuple[str, ...] = ("model", "data", "volume"), reps: Reps | None = None,
                   volume_slices: int = 100, data_kwargs: dict[str, Any] | None = None, image_size: int = PAPER_SIZE,
-                  big_batch: int | None = None, cpu_bf16: bool | None = None, e2e: bool = True,
+                  big_batch: int | None = None, cpu_bf16: bool | None = None, e2e: bool = True, compiled: bool = False,
                   command: str = "python -m liverlib bench", log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Measure the selected groups and build the summary; see :func:`bench_cli` for the command.
 
@@ -44,6 +44,7 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
             32 takes minutes there; 0: none).
         cpu_bf16: None: bf16 autocast on a CPU with native bf16; True: also where emulated (tests); False: never.
         e2e: with "model" and "data", also the end-to-end training rates on the data path's cache.
+        compiled: also time the model step under ``torch.compile`` (path ``fast, compiled``; model group only).
 
     Returns:
         dict with ``machine``, ``matmul``, ``models`` (DataFrame or None), ``data``, ``volume``, ``profile``,
@@ -72,7 +73,8 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
     profile_size = PAPER_SIZE if PAPER_SIZE in sizes else max(sizes)
     if "model" in groups:
         models, prof = measure_models(MODEL_NAMES, sizes, batch_size=batch_size, device=device, reps=reps,
-                                      profile_size=profile_size, cpu_bf16=cpu_bf16, big_batch=big_batch, log=log)  # fmt: skip
+                                      profile_size=profile_size, cpu_bf16=cpu_bf16, big_batch=big_batch,
+                                      compiled=compiled, log=log)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="liverlib-bench-") as tmp:
         if "data" in groups or "volume" in groups:
             data = measure_data_path(Path(tmp), image_size=image_size, batch_size=batch_size, device=device, reps=reps,
@@ -114,6 +116,9 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
         "reported apart (`load_s`). The benchmark cache is one phantom case, so its epochs are short.",
         "Inputs are random tensors and the models have random weights: speed does not depend on either.",
     ]
+    if compiled:
+        caveats.append("**fast, compiled** is timed after its compilation (the warm-up seconds include it; its peak "
+                       "memory includes the compiler's); it is measured in the model step only, not end to end.")  # fmt: skip
     if quick:
         caveats.append("`--quick`: one or few timed steps per configuration (one at 256² on CPU), fewer cache reads and "
                        "loader batches and end-to-end steps; the full run repeats more.")  # fmt: skip
@@ -136,7 +141,8 @@ def bench_cli(args: Any) -> None:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     res = run_benchmark(list(args.sizes), batch_size=args.batch_size, device=args.device, quick=args.quick,
                         groups=groups, big_batch=getattr(args, "big_batch", None),
-                        cpu_bf16=getattr(args, "cpu_bf16", None), command=f"python -m liverlib {argv}", log=log)  # fmt: skip
+                        cpu_bf16=getattr(args, "cpu_bf16", None), compiled=getattr(args, "compile", False),
+                        command=f"python -m liverlib {argv}", log=log)  # fmt: skip
     print(format_table(res["summary"]))
     out = write_text(args.out, render_report(res))
     print(f"\nwritten {out} ({res['elapsed_s'] / 60:.1f} min)")
