@@ -1,8 +1,8 @@
 """Batched inference: preprocessed slices → class probabilities → labels at the original in-plane size.
 
 Precision (``precision``): ``fp32``; ``bf16`` = ``torch.autocast`` in bfloat16 on CPU or CUDA; ``auto`` = bf16 on
-a CPU with native bf16 (AVX512-BF16 or AMX: 1.87× faster than fp32 on a 512×512×100 volume with 100 % of voxels
-agreeing, docs/benchmarks.md and docs/segment.md), fp32 on other CPUs (there bf16 is emulated and several times
+a CPU with native bf16 (AVX512-BF16 or AMX: 1.74–1.88× faster than fp32 on a 512×512×100 volume, 99.66–99.91 %
+of voxels agreeing with a trained model; docs/segment.md), fp32 on other CPUs (there bf16 is emulated and several times
 slower), and on CUDA autocast only when ``amp`` is set (bf16 where supported, else fp16). Test-time augmentation (``tta``): the softmax
 probabilities are averaged over the identity and the horizontal, vertical and horizontal+vertical flips of
 each slice (nnU-Net's 2D mirroring), so one volume costs four forward passes.
