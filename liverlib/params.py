@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
     "ablation_epochs": 0,  # 0 = same as epochs
 }
 
+TRACKING = ("off", "mlflow")
+"""Values of ``tracking`` (:mod:`liverlib.tracking`)."""
+
 PREPROCESS_KEYS = (
     "image_size", "hu_window", "quantize_8bit", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma",
 )  # fmt: skip
@@ -230,7 +233,7 @@ def resolve(
         raise ParamError(f"'folds' must be 0 (no cross-validation) or at least 2, got {p.folds}")
     if p.feeder not in ("dataloader", "gpu"):
         raise ParamError(f"'feeder' must be 'dataloader' or 'gpu', got {p.feeder!r}")
-    if p.tracking not in ("off", "mlflow"):
+    if p.tracking not in TRACKING:
         raise ParamError(f"'tracking' must be 'off' or 'mlflow', got {p.tracking!r}")
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")

@@ -25,9 +25,6 @@ from typing import Any
 
 from liverlib.run import RunError
 
-TRACKING: tuple[str, ...] = ("off", "mlflow")
-"""Values of the ``tracking`` parameter."""
-
 EXPERIMENT = "liverlib"
 """The MLflow experiment every run folder's store holds."""
 
@@ -61,9 +58,14 @@ def _client_class() -> Any:
     return MlflowClient
 
 
+def enabled(p: Mapping[str, Any]) -> bool:
+    """Whether the run's parameters ask for MLflow tracking (``tracking: mlflow``)."""
+    return p.get("tracking", "off") == "mlflow"
+
+
 def require(p: Mapping[str, Any]) -> None:
     """Fail before a stage's work, not after it, when ``tracking: mlflow`` but MLflow is missing (:class:`TrackingError`)."""
-    if p.get("tracking", "off") == "mlflow":
+    if enabled(p):
         _client_class()
 
 
@@ -80,15 +82,17 @@ def _latest_run(client: Any, exp_id: str, model_name: str) -> Any | None:
     return runs[0] if runs else None
 
 
-def _numbers(row: Mapping[str, Any]) -> dict[str, float]:
-    """The finite numeric values of a mapping (booleans and text left out)."""
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(float(value)):
-            out[str(key)] = float(value)
-    return out
+def _new_run(client: Any, exp_id: str, root: Path, model_name: str, params: Mapping[str, Any]) -> str:
+    """Open a model's MLflow run (tagged with the model and the run folder), log ``params``; its run id."""
+    run = client.create_run(exp_id, run_name=model_name,
+                            tags={"liverlib.model": model_name, "liverlib.run_dir": str(root.resolve())})  # fmt: skip
+    _log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def _is_metric(value: Any) -> bool:
+    """A finite number (not a boolean): what MLflow can log as a metric."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
 
 
 def flatten_summary(summary: Mapping[str, Any], sections: tuple[str, ...] = SUMMARY_SECTIONS) -> dict[str, float]:
@@ -102,7 +106,7 @@ def flatten_summary(summary: Mapping[str, Any], sections: tuple[str, ...] = SUMM
         if isinstance(node, Mapping):
             for key, value in node.items():
                 yield from walk(value, f"{prefix}/{key}")
-        elif not isinstance(node, bool) and isinstance(node, (int, float)) and math.isfinite(float(node)):
+        elif _is_metric(node):
             yield prefix, float(node)
 
     return {k: v for s in sections if s in summary for k, v in walk(summary[s], f"test/{s}")}
@@ -147,10 +151,7 @@ class MlflowTracker(Tracker):
         exp_id = _experiment_id(self.client, root)
         last = _latest_run(self.client, exp_id, model_name) if resumed else None
         if last is None:
-            run = self.client.create_run(exp_id, run_name=model_name,
-                                         tags={"liverlib.model": model_name, "liverlib.run_dir": str(root.resolve())})  # fmt: skip
-            self.run_id = run.info.run_id
-            _log_params(self.client, self.run_id, params)
+            self.run_id = _new_run(self.client, exp_id, root, model_name, params)
             logged = 0
         else:
             self.run_id = last.info.run_id
@@ -162,7 +163,7 @@ class MlflowTracker(Tracker):
                 self.log_epoch(row)
 
     def log_epoch(self, row: Mapping[str, Any]) -> None:
-        metrics = _numbers({k: v for k, v in row.items() if k != "epoch"})
+        metrics = {str(k): float(v) for k, v in row.items() if k != "epoch" and _is_metric(v)}
         _log_metrics(self.client, self.run_id, metrics, step=int(row["epoch"]))
 
     def close(self, status: str = "FINISHED") -> None:
@@ -182,7 +183,7 @@ def training_tracker(p: Mapping[str, Any], root: Path, model_name: str, *, histo
     Raises:
         TrackingError: ``tracking: mlflow`` but MLflow is not installed.
     """
-    if p.get("tracking", "off") != "mlflow" or rank != 0:
+    if not enabled(p) or rank != 0:
         return Tracker()
     return MlflowTracker(Path(root), model_name, dict(p), history=history, resumed=resumed)
 
@@ -194,17 +195,13 @@ def log_evaluation(p: Mapping[str, Any], root: Path, model_name: str, summary: M
     A model trained with tracking off gets a new MLflow run holding its parameters and the test metrics.
     Returns the MLflow run id, or None when ``tracking`` is off.
     """
-    if p.get("tracking", "off") != "mlflow":
+    if not enabled(p):
         return None
     root = Path(root)
     client = _client(root)
     exp_id = _experiment_id(client, root)
     last = _latest_run(client, exp_id, model_name)
-    if last is None:
-        last = client.create_run(exp_id, run_name=model_name,
-                                 tags={"liverlib.model": model_name, "liverlib.run_dir": str(root.resolve())})  # fmt: skip
-        _log_params(client, last.info.run_id, p)
-    run_id = last.info.run_id
+    run_id = last.info.run_id if last is not None else _new_run(client, exp_id, root, model_name, p)
     _log_metrics(client, run_id, flatten_summary(summary), step=0)
     if summary_path is not None and Path(summary_path).is_file():
         client.log_artifact(run_id, str(summary_path), artifact_path="evaluation")
