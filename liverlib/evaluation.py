@@ -29,7 +29,7 @@ from liverlib.params import Params
 from liverlib.per_volume import pooled_dice, volume_metrics
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
-from liverlib.runtime import resolve_device
+from liverlib.runtime import amp_settings, resolve_device
 from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
 
 VOLUME_RULES = {
@@ -67,9 +67,10 @@ def evaluate(
     # per slice (paper): the curated test slices at the model's resolution
     images = np.stack([cache.image(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
     gt = np.stack([cache.mask(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
-    # the CPU evaluates in fp32 unless cpu_bf16 asks for bf16 (then where native): the study's numbers do not depend
-    # on which CPU ran them; CUDA follows amp
-    precision = "auto" if device.type == "cuda" or p.cpu_bf16 else "fp32"
+    # the precision training runs in (amp_settings): CUDA follows amp; a CPU runs bf16 only with cpu_bf16 (where
+    # native), so the study's CPU numbers do not depend on which CPU ran them
+    use_amp = amp_settings(device, p.amp, cpu_bf16=p.cpu_bf16)[0]
+    precision = "auto" if device.type == "cuda" else "bf16" if use_amp else "fp32"
     pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, precision=precision,
                           progress=progress, desc="test slices")  # fmt: skip
     per_slice = per_slice_table(

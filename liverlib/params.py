@@ -79,8 +79,8 @@ DEFAULTS: dict[str, Any] = {
     "plateau_patience": 5,
     "grad_clip": 1.0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
-    "amp": True,  # CUDA only: bf16 where supported, else fp16 with a grad scaler (T4)
-    "cpu_bf16": False,  # training, validation, evaluation under bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX)
+    "amp": True,  # mixed precision: CUDA bf16 where supported, else fp16 + grad scaler (T4); a CPU only with cpu_bf16
+    "cpu_bf16": False,  # with amp: training, validation, evaluation in bf16 on a CPU with native bf16 (AVX512-BF16, AMX)
     "channels_last": True,
     "num_workers": 2,
     "compile": False,  # torch.compile
