@@ -59,15 +59,13 @@ def test_cpu_bf16_parameter_chooses_the_training_precision(tmp_path, monkeypatch
     import liverlib.runtime as runtime
     from liverlib.params import resolve
     from liverlib.training import train
-    from tests.tiny import TINY_RUN, prepare
+    from tests.tiny import TINY_RUN, prepare, share_prepared
 
     p = prepare(resolve(**{**TINY_RUN, "epochs": 1}, output_root=str(tmp_path), run_name="r"))
     for native, asked, expected in ((True, True, "torch.bfloat16"), (False, True, "off"), (True, False, "off")):
         monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda native=native: native)
         q = resolve(**{**dict(p), "cpu_bf16": asked, "run_name": f"r{native:d}{asked:d}"})
-        for f in ("manifest.csv", "volumes.csv", "splits.json", "preprocess.json"):
-            (tmp_path / q.run_name).mkdir(exist_ok=True)
-            (tmp_path / q.run_name / f).write_bytes((tmp_path / "r" / f).read_bytes())
+        share_prepared(tmp_path, "r", q.run_name)
         res = train(q, progress=False)
         assert res["amp"] == expected, (native, asked)
         assert torch.isfinite(torch.tensor(res["history"].train_loss.to_numpy())).all()

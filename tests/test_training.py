@@ -3,7 +3,6 @@ repairs after a kill; Ctrl-C leaves a resumable run. Every test prepares what it
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ from liverlib.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from liverlib.params import resolve
 from liverlib.run import RunError, read_json, write_json
 from liverlib.training import TrainingInterrupted, train
-from tests.tiny import TINY_RUN, prepare
+from tests.tiny import TINY_RUN, prepare, share_prepared
 
 TINY = {**TINY_RUN, "epochs": 3}
 
@@ -30,12 +29,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _params(root: Path, name: str, **kw: object):
     """Params of run folder ``name`` sharing ``base``'s curation and cache (files copied on first use)."""
     p = resolve(**TINY, output_root=str(root), run_name="base")
-    run = root / name
     if name != "base":
-        run.mkdir(exist_ok=True)
-        for f in ("manifest.csv", "volumes.csv", "splits.json", "preprocess.json"):
-            if not (run / f).exists():
-                shutil.copy2(root / "base" / f, run / f)
+        share_prepared(root, "base", name)
     return resolve(**{**dict(p), **kw, "run_name": name})
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from liverlib import stages
 from liverlib.params import Params
 
@@ -16,3 +19,16 @@ def prepare(p: Params) -> Params:
     stages.run_curation(p, progress=False)
     stages.run_preprocessing(p, progress=False, figures_too=False)
     return p
+
+
+PREPARED_FILES = ("manifest.csv", "volumes.csv", "splits.json", "preprocess.json")
+"""What notebooks 01–02 leave in a run folder (the cache itself is shared under ``outputs/cache``)."""
+
+
+def share_prepared(root: Path, source: str, name: str) -> None:
+    """Run folder ``name`` under ``root`` starts from run ``source``'s curation and cache (files copied once)."""
+    run = root / name
+    run.mkdir(exist_ok=True)
+    for f in PREPARED_FILES:
+        if not (run / f).exists():
+            shutil.copy2(root / source / f, run / f)
