@@ -145,7 +145,8 @@ def measure_model(name: str, size: int, *, batch_size: int, device: torch.device
              "train_slices_s": p.batch_size / train[k][0], "infer_slices_s": p.batch_size / infer[k][0],
              "train_step_s": train[k][0], "infer_step_s": infer[k][0], "train_steps": train[k][1],
              "infer_steps": infer[k][1], "train_peak_mib": peak[k, "train"], "infer_peak_mib": peak[k, "infer"],
-             "train_warm_s": warm_s[k, "train"], "infer_warm_s": warm_s[k, "infer"], "loss_first": p.losses[0], "loss_last": p.losses[-1], "loss_steps": len(p.losses)}
+             "train_warm_s": warm_s[k, "train"], "infer_warm_s": warm_s[k, "infer"], "loss_first": p.losses[0],
+             "loss_last": p.losses[-1], "loss_steps": len(p.losses)}
             for k, p in paths.items()]  # fmt: skip
     return rows, prof
 
