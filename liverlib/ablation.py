@@ -19,14 +19,27 @@ from liverlib import paper
 from liverlib.params import ParamError, Params
 from liverlib.run import RunDir, RunError, cache_root, read_json
 
+_MINMAX = {"normalization": "minmax"}
 ARMS: dict[str, dict[str, Any]] = {
-    "paper": {"use_clahe": True, "use_gamma": True, "hu_window": []},
-    "no_enhancement": {"use_clahe": False, "use_gamma": False, "hu_window": []},  # the paper's baseline
-    "clahe_only": {"use_clahe": True, "use_gamma": False, "hu_window": []},
-    "gamma_only": {"use_clahe": False, "use_gamma": True, "hu_window": []},
-    "hu_window": {"use_clahe": True, "use_gamma": True, "hu_window": [-200, 250]},
+    "paper": {"use_clahe": True, "use_gamma": True, "hu_window": [], **_MINMAX},
+    "no_enhancement": {"use_clahe": False, "use_gamma": False, "hu_window": [], **_MINMAX},  # the paper's baseline
+    "clahe_only": {"use_clahe": True, "use_gamma": False, "hu_window": [], **_MINMAX},
+    "gamma_only": {"use_clahe": False, "use_gamma": True, "hu_window": [], **_MINMAX},
+    "hu_window": {"use_clahe": True, "use_gamma": True, "hu_window": [-200, 250], **_MINMAX},
+    # beyond the paper: nnU-Net's CT normalisation, statistics from the training split (liverlib.preprocess)
+    "ct_norm": {"use_clahe": False, "use_gamma": False, "hu_window": [], "normalization": "ct_norm"},
 }
 """Preprocessing of each arm; everything else is the main run's."""
+
+ARM_LABELS: dict[str, str] = {
+    "paper": "min-max per slice + CLAHE + gamma (paper)",
+    "no_enhancement": "min-max per slice (paper's baseline)",
+    "clahe_only": "min-max per slice + CLAHE",
+    "gamma_only": "min-max per slice + gamma",
+    "hu_window": "HU window [-200, 250] + CLAHE + gamma",
+    "ct_norm": "nnU-Net CT: clip to training foreground 0.5-99.5 %, z-score",
+}
+"""What each arm does, in Table 4's ``recipe`` column."""
 
 CURATION_FILES = ("manifest.csv", "volumes.csv", "splits.json", "stages/01_curation.json")
 
@@ -86,7 +99,9 @@ def table04(p: Params) -> pd.DataFrame:
 
     Per-slice Dice is ε-smoothed over all test slices (the paper-comparable value) with the tumor Dice over
     GT-positive slices and its n beside; every arm quantises to 8 bits alike (``quantize_8bit`` column), so
-    the arms differ only by the steps they switch. When the paper and no-enhancement arms are both present,
+    the arms differ only by the steps they switch. ``recipe`` says what an arm does (:data:`ARM_LABELS`);
+    ``normalization`` is ``minmax`` or, for ``ct_norm``, the clip and z-score statistics the arm's training split
+    gave (its ``preprocess.json``). When the paper and no-enhancement arms are both present,
     an ``improvement`` row gives (paper − no_enhancement) / no_enhancement in %, as the paper's +3.3% / +8.6%.
     """
     main = RunDir.from_params(p)
@@ -101,8 +116,9 @@ def table04(p: Params) -> pd.DataFrame:
         used = s["provenance"]["params"]
         ref = paper.ABLATION.get(arm, (None, None))
         rows.append({
-            "arm": arm, "kind": "arm", **{k: ARMS[arm][k] for k in ("use_clahe", "use_gamma")},
-            "hu_window": str(ARMS[arm]["hu_window"] or "none"), "quantize_8bit": used.get("quantize_8bit", True),
+            "arm": arm, "kind": "arm", "recipe": ARM_LABELS[arm], **{k: ARMS[arm][k] for k in ("use_clahe", "use_gamma")},
+            "hu_window": str(ARMS[arm]["hu_window"] or "none"), "normalization": _normalization(path.parent, used),
+            "quantize_8bit": used.get("quantize_8bit", True),
             "epochs": used["epochs"], "best_epoch": s["checkpoint_epoch"],
             "liver_dice": ps["liver_dice_smoothed"]["mean"], "tumor_dice": ps["tumor_dice_smoothed"]["mean"],
             "tumor_dice_gt_positive": ps["tumor_dice_gt_positive"]["mean"],
@@ -127,3 +143,15 @@ def table04(p: Params) -> pd.DataFrame:
                      "paper_liver_dice": paper.ABLATION_IMPROVEMENT[0], "paper_tumor_dice": paper.ABLATION_IMPROVEMENT[1],
                      "source": "relative change, as the paper's Improvement row"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _normalization(run_root: Path, used: dict[str, Any]) -> str:
+    """Table 4's ``normalization`` cell: ``minmax``, or ``ct_norm`` with the clip and z-score statistics of the run."""
+    if used.get("normalization", "minmax") != "ct_norm":
+        return "minmax"
+    info = read_json(run_root / "preprocess.json") if (run_root / "preprocess.json").is_file() else {}
+    s = info.get("normalization")
+    if not s:
+        return "ct_norm"
+    lo, hi = s["clip_hu"]
+    return f"ct_norm: clip [{lo:g}, {hi:g}] HU, mean {s['mean']:.2f}, sd {s['sd']:.2f}"

@@ -1,7 +1,8 @@
 """Checkpoints: where they live, how they are written and read, and the model rebuilt from one.
 
 A liverlib checkpoint is a plain ``dict`` of tensors, numbers, strings and lists (``model`` state dict,
-``config`` = the training parameters, ``epoch``, and for ``last.pt`` the optimizer state and history). It is
+``config`` = the training parameters, ``epoch``, for ``last.pt`` the optimizer state and history, and for
+``normalization: ct_norm`` the training split's statistics as ``normalization``: :func:`attach_normalization`). It is
 read with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else — a crafted
 pickle that runs code — is refused before any of it executes.
 """
@@ -15,7 +16,7 @@ import torch
 
 from liverlib.io import atomic_write
 from liverlib.model import build_model
-from liverlib.run import RunDir, RunError
+from liverlib.run import RunDir, RunError, read_json
 
 
 def model_dir(run: RunDir, model_name: str) -> Path:
@@ -23,8 +24,38 @@ def model_dir(run: RunDir, model_name: str) -> Path:
     return run.root / "models" / model_name
 
 
+def attach_normalization(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``state`` with the ``ct_norm`` statistics its model was trained on, so ``segment`` applies them to other CT.
+
+    For a ``config`` with ``normalization: ct_norm`` and no ``normalization`` entry yet, the statistics are read
+    from the run's ``preprocess.json`` (the cache's metadata, written by notebook 02): ``path`` is
+    ``<run>/models/<model>/<file>.pt``. Other states are returned unchanged.
+
+    Raises:
+        RunError: a ``ct_norm`` checkpoint outside a run folder, a ``preprocess.json`` without statistics, or
+            statistics of other training volumes than the checkpoint's split.
+    """
+    cfg = state.get("config") or {}
+    if cfg.get("normalization") != "ct_norm" or state.get("normalization"):
+        return state
+    path = Path(path)
+    info_path = path.parent.parent.parent / "preprocess.json"
+    if path.parent.parent.name != "models" or not info_path.is_file():
+        raise RunError(f"{path}: a ct_norm checkpoint needs the training statistics, but {info_path} is missing")
+    stats = read_json(info_path).get("normalization")
+    if not stats:
+        raise RunError(f"{info_path}: holds no ct_norm statistics (normalization); rerun notebook 02")
+    trained = (state.get("split") or cfg.get("split") or {}).get("train")
+    if trained is not None and sorted(int(i) for i in trained) != sorted(int(i) for i in stats.get("train_ids", [])):
+        raise RunError(f"{info_path}: its ct_norm statistics come from training volumes {stats.get('train_ids')}, "
+                       f"the model trains on {sorted(trained)}; rerun notebook 02")  # fmt: skip
+    return {**state, "normalization": stats}
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint."""
+    """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint. A ``ct_norm``
+    model's checkpoint gets its training statistics (:func:`attach_normalization`)."""
+    state = attach_normalization(state, path)
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
 

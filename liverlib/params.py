@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "clahe_tile": 8,
     "use_gamma": True,
     "gamma": 1.2,
+    "normalization": "minmax",  # "minmax" (paper, per slice) or "ct_norm" (nnU-Net CT: training foreground clip + z-score)
     # augmentation, STUDY §3
     "augment": True,
     "elastic_alpha": 1.0,  # paper value; moves pixels ~0.03 px in albumentations 2.x
@@ -103,6 +104,7 @@ TRACKING = ("off", "mlflow")
 
 PREPROCESS_KEYS = (
     "image_size", "hu_window", "quantize_8bit", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma",
+    "normalization",
 )  # fmt: skip
 """Parameters that change the preprocessed cache (its key hashes them)."""
 

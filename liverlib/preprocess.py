@@ -8,11 +8,24 @@ without it the no-enhancement arm would stay float and Table 4 would mix quantis
 gamma. With ``quantize_8bit: false``, CLAHE runs on a 16-bit image instead. The cache holds every slice of every selected volume, built
 once per preprocessing configuration and shared by runs and ablation arms; training reads it through
 memory maps and never re-reads NIfTI.
+
+``normalization: ct_norm`` (beyond the paper; nnU-Net's CT normalisation, docs/architecture.md
+"Preprocessing") replaces the per-slice min-max: every voxel is clipped to the 0.5 and 99.5 percentiles of
+the training volumes' foreground (liver + tumor) HU and z-scored with their mean and standard deviation
+(:class:`CTStats`, computed by :func:`build_cache` from the ``train`` rows only and stored beside the cache,
+in ``preprocess.json`` and in every checkpoint). The cache holds the z-score under one fixed affine map to
+[0, 1], ``u = (z − z_lo) / (z_hi − z_lo)`` with ``z_lo, z_hi`` the z-scores of the clip bounds, i.e.
+``u = (clip(HU, lo, hi) − lo) / (hi − lo)``: the augmentation is defined on [0, 1] (it clips there and fills
+with 0), and the network's first convolution is followed by BatchNorm, which removes any positive affine
+map of the input (:meth:`CTStats.zscore` gives ``z`` back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,9 +38,68 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from liverlib.io import atomic_write, load_case
-from liverlib.params import PREPROCESS_KEYS, digest
+from liverlib.params import PREPROCESS_KEYS, ParamError, digest
 
 CACHE_VERSION = 1
+
+NORMALIZATIONS: tuple[str, ...] = ("minmax", "ct_norm")
+"""Values of ``normalization``: the paper's per-slice min-max, or nnU-Net's CT normalisation (module docstring)."""
+
+CT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+"""Percentiles of the training foreground HU that ``ct_norm`` clips to (nnU-Net's CTNormalization)."""
+
+STATS_FILE = "normalization.json"
+"""The ``ct_norm`` statistics, written in the cache folder before any volume (the cache's metadata)."""
+
+_HU_OFFSET = 32768
+"""int16 HU + this offset = index into the 65,536-bin foreground histogram."""
+
+
+@dataclass(frozen=True)
+class CTStats:
+    """nnU-Net's CT normalisation statistics of the training volumes' foreground (label ≥ 1: liver + tumor) HU.
+
+    Attributes:
+        lo, hi: the 0.5 and 99.5 percentiles (``np.percentile``, linear) of every foreground voxel's HU.
+        mean, sd: mean and standard deviation (ddof 0) of the same voxels, before clipping (as nnU-Net).
+        voxels: how many foreground voxels they describe.
+        train_ids: the training volumes they come from (never validation or test volumes).
+    """
+
+    lo: float
+    hi: float
+    mean: float
+    sd: float
+    voxels: int
+    train_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        values = (self.lo, self.hi, self.mean, self.sd)
+        if not all(math.isfinite(v) for v in values) or not self.hi > self.lo or not self.sd > 0:
+            raise ValueError(f"ct_norm statistics need finite values, lo < hi and sd > 0, got {values}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON / checkpoint form (also written as ``normalization`` in ``preprocess.json``)."""
+        return {"method": "ct_norm", "percentiles": list(CT_PERCENTILES), "clip_hu": [self.lo, self.hi],
+                "mean": self.mean, "sd": self.sd, "voxels": self.voxels, "train_ids": list(self.train_ids)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CTStats:
+        """Back from :meth:`as_dict`.
+
+        Raises:
+            ValueError: a missing or malformed entry.
+        """
+        try:
+            lo, hi = (float(v) for v in d["clip_hu"])
+            return cls(lo, hi, float(d["mean"]), float(d["sd"]), int(d["voxels"]),
+                       tuple(int(i) for i in d["train_ids"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not ct_norm statistics ({type(exc).__name__}: {exc}): {dict(d)!r:.200}") from exc
+
+    def zscore(self, u: np.ndarray) -> np.ndarray:
+        """The z-score ``(clip(HU, lo, hi) − mean) / sd`` of a [0, 1] ``ct_norm`` image (float64)."""
+        return (np.asarray(u, np.float64) * (self.hi - self.lo) + self.lo - self.mean) / self.sd
 
 
 @dataclass(frozen=True)
@@ -42,14 +114,41 @@ class PreprocessConfig:
     clahe_tile: int = 8
     use_gamma: bool = True
     gamma: float = 1.2
+    normalization: str = "minmax"
+    ct_stats: CTStats | None = None
+    """``ct_norm`` only: the training statistics (not a parameter: :func:`build_cache` derives them from the
+    training split; :meth:`with_stats` attaches them, e.g. from ``preprocess.json`` or a checkpoint)."""
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ParamError(f"'normalization' must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+        if self.normalization == "ct_norm" and self.hu_window is not None:
+            raise ParamError("'normalization: ct_norm' clips to the training foreground's percentiles; "
+                             f"set hu_window: [] (got {list(self.hu_window)})")  # fmt: skip
+        if self.ct_stats is not None and self.normalization != "ct_norm":
+            raise ParamError(f"ct_norm statistics given for normalization {self.normalization!r}")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> PreprocessConfig:
-        """Build from study parameters (``hu_window: []`` means no window)."""
+        """Build from study parameters (``hu_window: []`` means no window); without ``ct_norm`` statistics."""
         hw = p.get("hu_window") or None
-        return cls(int(p["image_size"]), tuple(float(v) for v in hw) if hw else None, bool(p.get("quantize_8bit", True)),
-                   bool(p["use_clahe"]), float(p["clahe_clip"]), int(p["clahe_tile"]), bool(p["use_gamma"]),
-                   float(p["gamma"]))  # fmt: skip
+        return cls(image_size=int(p["image_size"]), hu_window=tuple(float(v) for v in hw) if hw else None,
+                   quantize_8bit=bool(p.get("quantize_8bit", True)), use_clahe=bool(p["use_clahe"]),
+                   clahe_clip=float(p["clahe_clip"]), clahe_tile=int(p["clahe_tile"]), use_gamma=bool(p["use_gamma"]),
+                   gamma=float(p["gamma"]), normalization=str(p.get("normalization", "minmax")))  # fmt: skip
+
+    def with_stats(self, stats: CTStats | Mapping[str, Any] | None) -> PreprocessConfig:
+        """This configuration with its ``ct_norm`` statistics (a :class:`CTStats` or its dict); unchanged for
+        ``minmax``, where ``stats`` is ignored.
+
+        Raises:
+            ValueError: ``ct_norm`` without statistics, or malformed ones.
+        """
+        if self.normalization != "ct_norm":
+            return self
+        if stats is None:
+            raise ValueError("normalization ct_norm needs the training foreground statistics, and none are recorded")
+        return dataclasses.replace(self, ct_stats=stats if isinstance(stats, CTStats) else CTStats.from_dict(stats))
 
     def as_params(self) -> dict[str, Any]:
         """Back to the flat parameter names (``hu_window`` as a list)."""
@@ -59,8 +158,15 @@ class PreprocessConfig:
 
     @property
     def key(self) -> str:
-        """Short hash identifying the configuration."""
-        return digest({"v": CACHE_VERSION, **self.as_params()})
+        """Short hash identifying the configuration's parameters (not the ``ct_norm`` statistics, which depend on
+        the data: :func:`cache_dir_for` names their cache folder by the training split instead).
+
+        ``normalization`` came later: at ``minmax`` it is left out, so earlier caches and checkpoints keep their key.
+        """
+        values = self.as_params()
+        if values["normalization"] == "minmax":
+            del values["normalization"]
+        return digest({"v": CACHE_VERSION, **values})
 
 
 def normalize(image: np.ndarray, hu_window: tuple[float, float] | None = None) -> np.ndarray:
@@ -74,6 +180,13 @@ def normalize(image: np.ndarray, hu_window: tuple[float, float] | None = None) -
         return (np.clip(x, lo, hi) - lo) / float(hi - lo)
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def ct_normalize(image: np.ndarray, stats: CTStats) -> np.ndarray:
+    """``ct_norm`` of one HU slice: clip to ``[stats.lo, stats.hi]``, z-score with ``stats.mean, stats.sd``, stored as
+    float32 [0, 1] under the fixed affine map of the module docstring: ``(clip(HU, lo, hi) − lo) / (hi − lo)``."""
+    x = np.clip(image.astype(np.float32), np.float32(stats.lo), np.float32(stats.hi))
+    return ((x - np.float32(stats.lo)) / np.float32(stats.hi - stats.lo)).astype(np.float32)
 
 
 def quantize(x: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -97,9 +210,18 @@ def preprocess_slice(
 
     With ``stages=True`` returns the intermediate images (original, normalised — 8-bit quantised when
     ``quantize_8bit`` —, CLAHE, gamma) at the original size, for Fig. 3.
+
+    Raises:
+        ValueError: ``ct_norm`` without statistics (:meth:`PreprocessConfig.with_stats`).
     """
     out = {"original": image.astype(np.float32)}
-    x = normalize(image, cfg.hu_window)
+    if cfg.normalization == "ct_norm":
+        if cfg.ct_stats is None:
+            raise ValueError("normalization ct_norm needs the training statistics: build_cache computes them "
+                             "(preprocess.json 'normalization'); attach them with PreprocessConfig.with_stats")  # fmt: skip
+        x = ct_normalize(image, cfg.ct_stats)
+    else:
+        x = normalize(image, cfg.hu_window)
     if cfg.quantize_8bit:
         x = quantize(x, 8)
     out["normalised"] = x
@@ -194,15 +316,101 @@ def _source_id(path: Any) -> list[Any]:
     return [str(p), st.st_size, st.st_mtime_ns]
 
 
+def foreground_histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Counts (65,536 bins, int64) of the int16 HU of the foreground voxels (label ≥ 1: liver + tumor); bin
+    ``k`` holds HU ``k − 32768``. Exact for any number of volumes in 512 kB (HU are integers in the cache's source)."""
+    hu = np.asarray(image)[np.asarray(mask) > 0]
+    if hu.size and not np.issubdtype(hu.dtype, np.integer):
+        raise ValueError(f"foreground histogram needs integer HU (int16), got {hu.dtype}")
+    return np.bincount(hu.astype(np.int32).ravel() + _HU_OFFSET, minlength=2 * _HU_OFFSET).astype(np.int64)
+
+
+def stats_from_histogram(counts: np.ndarray, train_ids: list[int] | tuple[int, ...]) -> CTStats:
+    """:class:`CTStats` of a foreground histogram: the percentiles exactly as ``np.percentile`` (linear) of the
+    voxels, their mean and standard deviation (ddof 0).
+
+    Raises:
+        ValueError: no foreground voxel, or a constant foreground (no spread to z-score with).
+    """
+    counts = np.asarray(counts, np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        raise ValueError(f"ct_norm: the training volumes {list(train_ids)} hold no foreground (liver or tumor) voxel")
+    values = np.arange(counts.size, dtype=np.float64) - _HU_OFFSET
+    cum = np.cumsum(counts)
+
+    def ranked(k: int) -> float:  # the k-th smallest voxel value (0-based)
+        return float(values[np.searchsorted(cum, k, side="right")])
+
+    bounds = []
+    for q in CT_PERCENTILES:
+        virtual = (n - 1) * (q / 100.0)  # numpy's linear method, its lerp included
+        i = int(math.floor(virtual))
+        g = virtual - i
+        a, b = ranked(i), ranked(min(i + 1, n - 1))
+        bounds.append(b - (b - a) * (1 - g) if g >= 0.5 else a + (b - a) * g)
+    mean = float((values * counts).sum() / n)
+    sd = float(math.sqrt(((values - mean) ** 2 * counts).sum() / n))
+    return CTStats(bounds[0], bounds[1], mean, sd, n, tuple(sorted(int(i) for i in train_ids)))
+
+
+def train_rows(volumes: pd.DataFrame) -> pd.DataFrame:
+    """The ``train`` rows of a ``volumes.csv`` table (the only volumes ``ct_norm`` statistics may come from).
+
+    Raises:
+        ValueError: no ``split`` column or no training volume.
+    """
+    if "split" not in volumes:
+        raise ValueError("ct_norm: the volumes have no 'split' column (volumes.csv of a curated run), so the training "
+                         "volumes its statistics come from are unknown")  # fmt: skip
+    train = volumes[volumes["split"].astype(str) == "train"]
+    if train.empty:
+        raise ValueError("ct_norm: no training volume to take the normalisation statistics from")
+    return train
+
+
+def training_ct_stats(volumes: pd.DataFrame, *, progress: bool = False) -> CTStats:
+    """:class:`CTStats` of the foreground of the ``train`` rows of ``volumes`` (validation and test rows are not read)."""
+    train = train_rows(volumes)
+    counts = np.zeros(2 * _HU_OFFSET, np.int64)
+    for r in tqdm(list(train.itertuples()), desc="ct_norm statistics", unit="vol", disable=not progress):
+        case = load_case(r.volume_path, r.mask_path)
+        counts += foreground_histogram(case.image, case.mask)
+    return stats_from_histogram(counts, [int(i) for i in train.volume_id])
+
+
 def cache_dir_for(cache_root: Path, cfg: PreprocessConfig, volumes: pd.DataFrame) -> Path:
     """The cache folder of a configuration and its source files: ``<cache_root>/<config key>/<source key>``.
 
     Cache files are named by volume id, and ids repeat across data folders (volume 3 of the phantom and
     of LiTS): the source key hashes each volume's and mask's path, size and mtime, so runs on other data
-    never read these arrays. Runs and ablation arms on the same curated volumes share the folder.
+    never read these arrays. Runs and ablation arms on the same curated volumes share the folder. With
+    ``ct_norm`` the source key also hashes the training volume ids: the images depend on the training
+    split's statistics, so two splits (folds, a re-curation) never share a folder.
     """
     sources = sorted([int(r.volume_id), _source_id(r.volume_path), _source_id(r.mask_path)] for r in volumes.itertuples())  # fmt: skip
-    return Path(cache_root) / cfg.key / digest({"sources": sources}, n=10)
+    what: dict[str, Any] = {"sources": sources}
+    if cfg.normalization == "ct_norm":
+        what["train_ids"] = sorted(int(i) for i in train_rows(volumes).volume_id)
+    return Path(cache_root) / cfg.key / digest(what, n=10)
+
+
+def cache_stats(root: Path, volumes: pd.DataFrame, *, progress: bool = False) -> tuple[CTStats, bool]:
+    """The ``ct_norm`` statistics of a cache folder: read from its :data:`STATS_FILE`, else computed from the
+    training volumes and written there. Returns (statistics, True if computed now)."""
+    path = Path(root) / STATS_FILE
+    train_ids = sorted(int(i) for i in train_rows(volumes).volume_id)
+    if path.is_file():
+        try:
+            stats = CTStats.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            if list(stats.train_ids) == train_ids:
+                return stats, False
+        except (ValueError, json.JSONDecodeError):
+            pass  # unreadable or another split's: recomputed below
+    stats = training_ct_stats(volumes, progress=progress)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(stats.as_dict(), indent=1), encoding="utf-8")
+    return stats, True
 
 
 def build_cache(
@@ -211,18 +419,32 @@ def build_cache(
     """Preprocess every slice of the given volumes once; reuse volumes already cached.
 
     Args:
-        volumes: rows with ``volume_id, volume_path, mask_path`` (``volumes.csv`` of the run).
+        volumes: rows with ``volume_id, volume_path, mask_path`` (``volumes.csv`` of the run); with
+            ``ct_norm`` also ``split``: the statistics come from the ``train`` rows only.
         cfg: preprocessing configuration; its key names the cache folder.
         cache_root: folder holding one sub-folder per configuration.
 
     Returns:
-        Cache statistics (folder, key, volumes built/reused, slices, seconds, slices/s, bytes).
+        Cache statistics (folder, key, volumes built/reused, slices, seconds, slices/s, bytes); with ``ct_norm``
+        also ``normalization`` (:meth:`CTStats.as_dict`), which ``preprocess.json`` and checkpoints carry.
+
+    Raises:
+        ValueError: ``ct_norm`` without a training split or foreground, or with other statistics than the
+            training split's in ``cfg``.
     """
     root = cache_dir_for(cache_root, cfg, volumes)
     root.mkdir(parents=True, exist_ok=True)
     built = reused = n_slices = 0
     t0 = time.perf_counter()
     read_s = 0.0
+    extra: dict[str, Any] = {}
+    if cfg.normalization == "ct_norm":  # before any volume: every image depends on them
+        stats, computed = cache_stats(root, volumes, progress=progress)
+        if cfg.ct_stats is not None and cfg.ct_stats != stats:
+            raise ValueError(f"ct_norm: the given statistics {cfg.ct_stats} are not the training split's {stats}")
+        cfg = cfg.with_stats(stats)
+        extra["normalization"] = stats.as_dict()
+        read_s += time.perf_counter() - t0 if computed else 0.0
     for r in tqdm(list(volumes.itertuples()), desc=f"cache {cfg.key}", unit="vol", disable=not progress):
         img_p, mask_p = root / f"{int(r.volume_id)}_image.npy", root / f"{int(r.volume_id)}_mask.npy"
         if img_p.is_file() and mask_p.is_file():
@@ -242,4 +464,4 @@ def build_cache(
     size = sum(f.stat().st_size for f in root.glob("*.npy"))
     return {"cache_dir": str(root), "key": cfg.key, "config": cfg.as_params(), "volumes_built": built,
             "volumes_reused": reused, "slices": n_slices, "seconds": round(seconds, 3), "read_seconds": round(read_s, 3),
-            "slices_per_s": round(n_slices / seconds, 1) if built and seconds > 0 else None, "bytes": size}  # fmt: skip
+            "slices_per_s": round(n_slices / seconds, 1) if built and seconds > 0 else None, "bytes": size, **extra}  # fmt: skip

@@ -2,7 +2,8 @@
 
 ``python -m liverlib segment --checkpoint best.pt --input volume.nii.gz --output mask.nii.gz`` reads a 3D CT
 in Hounsfield units, applies exactly the preprocessing recorded in the checkpoint's config (HU window,
-CLAHE, gamma, image size: STUDY §2), predicts every axial slice in batches and writes uint8 labels
+CLAHE, gamma, image size: STUDY §2; for ``normalization: ct_norm`` the training split's clip and z-score
+statistics the checkpoint carries as ``normalization``), predicts every axial slice in batches and writes uint8 labels
 (``LABELS``: 0 background, 1 liver, 2 tumor) with the input's shape, affine, voxel sizes and voxel order,
 so the mask overlays the CT voxel for voxel in 3D Slicer or ITK-SNAP. Beside each mask ``<name>.json`` names
 the labels (:data:`LABEL_SIDECAR`).
@@ -59,7 +60,7 @@ from liverlib.segment_plan import (  # noqa: F401  (re-exported for callers of l
 LABEL_SIDECAR: dict[str, Any] = {"labels": {str(v): k for k, v in LABELS.items()}}
 """Written as ``<mask name without .nii/.nii.gz>.json`` beside every mask: ``{"labels": {"0": "background", …}}``."""
 
-_DEFAULTED_KEYS = frozenset({"quantize_8bit"})
+_DEFAULTED_KEYS = frozenset({"quantize_8bit", "normalization"})
 """Preprocessing keys newer than some checkpoints: ``PreprocessConfig.from_params`` defaults them (the recorded
 ``preprocess_key`` then tells whether the preprocessing is the same)."""
 
@@ -68,21 +69,32 @@ STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "postprocess", "writ
 
 
 def preprocess_config(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> PreprocessConfig:
-    """The preprocessing a checkpoint was trained with (STUDY §2), from its ``config``.
+    """The preprocessing a checkpoint was trained with (STUDY §2), from its ``config`` (and, for ``ct_norm``, the
+    training statistics it carries as ``normalization``: :func:`liverlib.checkpoint.attach_normalization`).
 
     Raises:
-        RunError: the config lacks a preprocessing key, or its recorded ``preprocess_key`` differs from
-            the key this liverlib computes for the same settings (the preprocessing code changed since).
+        RunError: the config lacks a preprocessing key or holds an unknown one, its recorded ``preprocess_key``
+            differs from the key this liverlib computes for the same settings (the preprocessing code changed
+            since), or a ``ct_norm`` checkpoint carries no (or malformed) statistics.
     """
     cfg = ckpt["config"]
     missing = [k for k in (*PREPROCESS_KEYS, "model") if k not in cfg and k not in _DEFAULTED_KEYS]
     if missing:
         raise RunError(f"{source}: not a liverlib checkpoint (config lacks {', '.join(missing)})")
-    pre = PreprocessConfig.from_params(cfg)
+    try:
+        pre = PreprocessConfig.from_params(cfg)
+    except ValueError as exc:  # ParamError: e.g. a normalisation this liverlib does not know
+        raise RunError(f"{source}: its preprocessing cannot be rebuilt: {exc}") from exc
     recorded = cfg.get("preprocess_key")
     if recorded is not None and recorded != pre.key:
         raise RunError(f"{source}: trained with preprocessing {recorded}, but this liverlib computes {pre.key} for the "
                        "same settings (the preprocessing changed); use the liverlib version it was trained with")  # fmt: skip
+    if pre.normalization == "ct_norm":
+        try:
+            pre = pre.with_stats(ckpt.get("normalization"))
+        except ValueError as exc:
+            raise RunError(f"{source}: trained with normalization ct_norm, but {exc}; it cannot be applied to other "
+                           "CT (retrain with this liverlib, which stores the statistics in every checkpoint)") from exc  # fmt: skip
     return pre
 
 
@@ -145,7 +157,7 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
         keep_probabilities: also return the probabilities.
         series: the DICOM series UID to read from a folder holding several.
-        progress: tqdm bar over batches.
+        progress: a progress bar over batches (liverlib.progress).
 
     Returns:
         A :class:`Segmentation` at the input's in-plane size (probabilities resized bilinearly before the argmax).
@@ -227,7 +239,8 @@ def run_report(checkpoint: Path, ckpt: dict[str, Any], device: torch.device, opt
         prov["versions"]["SimpleITK"] = None
     return {"liverlib": liverlib.__version__, **prov, "torch_device": str(device),
             "checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint), "epoch": ckpt.get("epoch"),
-                           "config": ckpt.get("config"), "split": ckpt.get("split")},
+                           "config": ckpt.get("config"), "split": ckpt.get("split"),
+                           "normalization": ckpt.get("normalization")},
             "options": options, "label_names": LABEL_SIDECAR["labels"], "volumes": volumes}  # fmt: skip
 
 
@@ -269,7 +282,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
             :func:`save_probabilities`).
         report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
         series: the DICOM series UID to read from a folder holding several.
-        progress: tqdm bars over batches. One line per volume is always printed.
+        progress: progress bars over batches (liverlib.progress). One line per volume is always printed.
 
     Returns:
         One dict per written mask (see :func:`volume_summary`).

@@ -126,7 +126,9 @@ def test_ablation_arms_differ_only_by_the_steps_they_switch(hu_slice):
     for arm, cfg in cfgs.items():
         diff = {k for k, v in cfg.as_params().items() if cfgs["paper"].as_params()[k] != v}
         assert diff <= set(ARMS[arm]) and "quantize_8bit" not in diff, arm
-    st = {a: preprocess_slice(hu_slice, c, stages=True) for a, c in cfgs.items()}
+    # ct_norm needs its training statistics (tests/test_ct_norm.py); every arm states its normalisation
+    assert all("normalization" in v for v in ARMS.values())
+    st = {a: preprocess_slice(hu_slice, c, stages=True) for a, c in cfgs.items() if c.normalization == "minmax"}
     paper, base = st["paper"], st["no_enhancement"]
     assert np.array_equal(base["normalised"], paper["normalised"]) and set(base) == {"original", "normalised"}
     assert np.array_equal(st["clahe_only"]["CLAHE"], paper["CLAHE"]) and "gamma" not in st["clahe_only"]
@@ -164,7 +166,7 @@ def test_preprocess_volume_float16(hu_slice):
 # --- cache key -----------------------------------------------------------------------------------
 
 _CHANGED = {"image_size": 128, "hu_window": [-200, 250], "quantize_8bit": False, "use_clahe": False, "clahe_clip": 3.0, "clahe_tile": 4,
-            "use_gamma": False, "gamma": 1.5}  # fmt: skip
+            "use_gamma": False, "gamma": 1.5, "normalization": "ct_norm"}  # fmt: skip
 
 
 def test_cache_key_changes_with_each_preprocessing_parameter():
@@ -177,6 +179,16 @@ def test_cache_key_changes_with_each_preprocessing_parameter():
         assert cfg.key != base.key, k
         keys.add(cfg.key)
     assert len(keys) == len(_CHANGED) + 1
+
+
+def test_cache_key_of_minmax_is_the_key_before_normalization_existed():
+    """``normalization`` came later: at its default it leaves the key of earlier caches and checkpoints as it was."""
+    from liverlib.params import digest
+    from liverlib.preprocess import CACHE_VERSION
+
+    cfg = PreprocessConfig()
+    before = {k: v for k, v in cfg.as_params().items() if k != "normalization"}
+    assert cfg.key == digest({"v": CACHE_VERSION, **before})
 
 
 def test_cache_key_ignores_other_parameters():
