@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from liverlib.io import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
 from liverlib.labels import LABELS
 from liverlib.params import Params, digest, resolve_path
+from liverlib.progress import bar
 
 SPLITS = ("train", "val", "test")
 PAPER_TABLE3 = {"train": (8, 1350), "val": (1, 168), "test": (2, 170)}
@@ -41,24 +41,33 @@ class SelectionError(CurationError):
         self.volumes, self.path = volumes, path
 
 
-def prepare_data(p: Params) -> Path | None:
-    """The data folder of a run: generates the embedded phantom for ``data_dir: phantom``.
+def resolve_data_dir(data_dir: str | None) -> str | None:
+    """What ``data_dir`` names on this machine: ``"phantom"``, an absolute folder, or None (the Kaggle mount).
 
-    ``data_dir: auto`` is the Kaggle LiTS mount when one is attached (``/kaggle/input`` holding
-    ``volume-N`` files), else the embedded phantom.
+    ``auto`` is the Kaggle LiTS mount when one is attached (``/kaggle/input`` holding ``volume-N`` files), else the
+    embedded phantom; a relative folder is taken from the project root. Two runs read the same data exactly when
+    their resolved values are equal (the curation guard compares these, not the raw strings).
+    """
+    if data_dir == "auto":
+        from liverlib.io import find_kaggle_root
+
+        return None if find_kaggle_root() is not None else "phantom"
+    if data_dir is None or data_dir == "phantom":
+        return data_dir
+    return str(resolve_path(data_dir))
+
+
+def prepare_data(p: Params) -> Path | None:
+    """The data folder of a run (:func:`resolve_data_dir`): generates the embedded phantom for ``phantom``.
 
     Returns:
         The folder to search, or None for the Kaggle mount (``data_dir: null``, or ``auto`` on Kaggle).
     """
-    if p.data_dir is None:
+    source = resolve_data_dir(p.data_dir)
+    if source is None:
         return None
-    if p.data_dir == "auto":
-        from liverlib.io import find_kaggle_root
-
-        if find_kaggle_root() is not None:
-            return None
-    elif p.data_dir != "phantom":
-        return resolve_path(p.data_dir)
+    if source != "phantom":
+        return Path(source)
     from liverlib.phantom import generate_phantom
 
     key = digest({"n": p.phantom_cases, "size": p.phantom_size, "slices": p.phantom_slices, "seed": p.seed})
@@ -129,7 +138,7 @@ def scan_volumes(cases: list[CasePaths], *, progress: bool = True, exclude_ids: 
     """
     exclude = {int(v) for v in exclude_ids or []}
     vols, slices = [], []
-    for c in tqdm(cases, desc="scan volumes", unit="vol", disable=not progress):
+    for c in bar(cases, desc="scan volumes", unit="vol", disable=not progress):
         row: dict[str, Any] = {"volume_id": c.case_id, "volume_path": str(c.volume),
                                "mask_path": str(c.mask) if c.mask else ""}  # fmt: skip
         if c.case_id in exclude:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from liverlib import paper
 from liverlib.checkpoint import check_not_trained_on, load_checkpoint, model_dir, model_from_checkpoint
@@ -28,6 +27,7 @@ from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
 from liverlib.per_volume import pooled_dice, volume_metrics
 from liverlib.preprocess import PreprocessConfig
+from liverlib.progress import bar
 from liverlib.run import RunDir, RunError, provenance, write_json, write_table
 from liverlib.runtime import amp_settings, resolve_device
 from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
@@ -85,7 +85,7 @@ def evaluate(
     vols = vols[vols.volume_id.isin(test.volume_id.unique())]
     rows, native = [], []
     t1 = time.perf_counter()
-    for r in tqdm(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
+    for r in bar(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
         case = load_case(r.volume_path, r.mask_path)
         labels = predict_labels(model, cache.image(r.volume_id), out_size=case.mask.shape[1:], batch_size=p.eval_batch_size,
                                 device=device, amp=p.amp, precision=precision)  # fmt: skip

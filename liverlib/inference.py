@@ -16,8 +16,8 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from liverlib.progress import bar
 from liverlib.runtime import amp_settings, cpu_bf16_supported
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -80,14 +80,12 @@ def iter_probabilities(model: torch.nn.Module, images: np.ndarray, *, out_size: 
         dtype: autocast dtype (:func:`autocast_dtype`), None for fp32.
         tta: average over the flips of :data:`TTA_FLIPS`.
         channels_last: NHWC memory format (faster convolutions on CPU and GPU).
-        progress: tqdm bar over batches.
+        progress: a progress bar over batches (liverlib.progress).
         desc: the bar's label.
     """
     device = torch.device(device)
     rows, cols = out_size or images.shape[1:]
-    for start in tqdm(
-        range(0, images.shape[0], batch_size), desc=desc, unit="batch", disable=not progress, leave=False
-    ):
+    for start in bar(range(0, images.shape[0], batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))[:, None].to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -145,7 +143,7 @@ def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
         precision: ``auto``, ``fp32`` or ``bf16`` (module docstring).
         tta: flip test-time augmentation.
         channels_last: NHWC memory format (faster convolutions on CPU and GPU).
-        progress: tqdm bar over batches.
+        progress: a progress bar over batches (liverlib.progress).
         desc: the bar's label.
     """
     labels, _ = predict_volume(model, images, out_size=out_size, batch_size=batch_size, device=device,

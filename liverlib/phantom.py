@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from liverlib.io import atomic_write, remove_stale_temps, save_nifti
 from liverlib.labels import LABELS
@@ -39,6 +38,7 @@ from liverlib.phantom_anatomy import (  # noqa: F401  (re-exported: the phantom'
     make_case,
     phantom_affine,
 )
+from liverlib.progress import bar
 
 
 def _plan(n_cases: int, n_slices: tuple[int, int], seed: int) -> list[dict]:
@@ -194,7 +194,7 @@ def generate_phantom(
 
     save_meta()  # before the first file: whatever is written below is listed as this function's
     cases = []
-    for plan in tqdm(plans, desc="phantom", disable=not progress):
+    for plan in bar(plans, desc="phantom", unit="case", disable=not progress):
         i, codes = plan["id"], ORIENTATIONS[plan["id"] % len(ORIENTATIONS)]
         rng = np.random.default_rng([seed, i])
         image, mask, spacing = make_case(

@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -155,8 +156,14 @@ class RunDir:
             if not (self.root / name).exists():
                 raise RunError(f"{self.root / name}: missing; run the earlier notebook of this run first")
 
-    def guard(self, stage: str, values: dict[str, Any], *, overwrite: bool = False, record: bool = True) -> bool:
+    def guard(self, stage: str, values: dict[str, Any], *, overwrite: bool = False, record: bool = True,
+              resolved: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:  # fmt: skip
         """Record the parameters of ``stage``; refuse if an earlier run used others.
+
+        Args:
+            resolved: maps recorded and current values alike to what they mean on this machine before they are
+                compared (curation: ``data_dir: auto`` and ``phantom`` both name the phantom where no Kaggle mount
+                is attached); the raw values are what is recorded.
 
         Returns:
             True if the stage ran before with the same values (its files may be reused).
@@ -170,6 +177,8 @@ class RunDir:
             before = json.loads(path.read_text(encoding="utf-8"))
             # a key added to liverlib since that run counts as unchanged while it has its default value
             before = {**{k: v for k, v in _clean(DEFAULTS).items() if k in current and k not in before}, **before}
+            if resolved is not None:
+                before, current = _clean(resolved(before)), _clean(resolved(current))
             if before == current:
                 return True
             changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))

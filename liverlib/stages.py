@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from liverlib.curation import curate, table3
+from liverlib.curation import curate, resolve_data_dir, table3
 from liverlib.io import load_case
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
@@ -29,7 +29,8 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 01: curation → ``volumes.csv``, ``manifest.csv``, ``splits.json``, Table 3, Fig. 2."""
 
     run = RunDir.from_params(p)
-    same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite, record=False)
+    same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite, record=False,
+                     resolved=lambda v: {**v, "data_dir": resolve_data_dir(v.get("data_dir"))})  # fmt: skip
     if same and run.manifest.is_file() and run.volumes.is_file() and run.splits.is_file():
         volumes, manifest = pd.read_csv(run.volumes, keep_default_na=False), pd.read_csv(run.manifest)
         splits = read_json(run.splits)["splits"]

@@ -22,13 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liverlib.params import ParamError, Params, load_profiles, project_root, resolve
-from liverlib.run import RunDir, read_json, write_json
+from liverlib.params import RUN_KEYS, STAGE_KEYS, ParamError, Params, load_profiles, project_root, resolve
+from liverlib.progress import ENV as PROGRESS_ENV
+from liverlib.progress import RUNNER
+from liverlib.run import RunDir, read_json, write_json, write_text
+
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+"""Arguments of every kernel the runner starts. ipykernel >= 7.3 logs "Kernel is running over TCP without encryption"
+(WARNING) at every start and "KeyboardInterrupt caught in kernel" (ERROR) when jupyter_client interrupts it at shutdown,
+on the kernel's stderr, which is the runner's console; a cell's error still reaches the runner through the notebook."""
 
 
 class _QuietParameters(logging.Filter):
-    """Drop papermill's "Passed unknown parameter" warnings: every notebook receives the whole validated
-    parameter set (liverlib checks unknown keys itself) and reads the keys it needs."""
+    """Drop papermill's "Passed unknown parameter" warnings: notebook 01 receives the whole validated parameter
+    set (liverlib checks unknown keys itself) while its cell names only the common ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Passed unknown parameter" not in record.getMessage()
@@ -138,8 +145,22 @@ def run_arms(p: Params, arms: list[str]) -> None:
             execute_notebook(nb, root / "notebooks", values)
 
 
+def injected(nb: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """What papermill injects into ``nb``: everything for notebook 01 (it records the run's parameters); for
+    notebooks 02–06 only the run (``run_name``, ``output_root``, ``overwrite``) and what the stage may change
+    (:data:`liverlib.params.STAGE_KEYS`): they read every other setting from the run's ``params.json``."""
+    stage = nb.name[:2]
+    if stage not in STAGE_KEYS:
+        return dict(values)
+    return {k: values[k] for k in (*RUN_KEYS, *STAGE_KEYS[stage]) if k in values}
+
+
 def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
-    """Run one notebook with papermill into ``out_dir/failed/``; move it to ``out_dir`` only if it succeeded.
+    """Run one notebook with papermill into ``out_dir/failed/``; move it to ``out_dir`` only if it succeeded, then
+    render it to HTML (``<run>/html/<stem>.html``, beside ``out_dir``).
+
+    The kernel runs with ``LIVERLIB_PROGRESS=runner`` (:mod:`liverlib.progress`): no per-batch progress in the
+    executed notebook, one line per loop on this console; widget state is not stored in the notebook.
 
     Raises:
         SystemExit: (1) a cell failed or the kernel died — the message names the notebook, the cell and the
@@ -151,9 +172,12 @@ def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
 
     partial, out = out_dir / "failed" / nb.name, out_dir / nb.name
     partial.parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = RUNNER  # the kernel inherits the runner's environment
     try:
-        pm.execute_notebook(str(nb), str(partial), parameters=values, kernel_name="python3", cwd=str(nb.parent),
-                            progress_bar=sys.stderr.isatty(), report_mode=False)  # fmt: skip
+        pm.execute_notebook(str(nb), str(partial), parameters=injected(nb, values), kernel_name="python3",
+                            cwd=str(nb.parent), progress_bar=sys.stderr.isatty(), report_mode=False,
+                            extra_arguments=KERNEL_ARGUMENTS, store_widget_state=False)  # fmt: skip
     except pm.PapermillExecutionError as exc:
         print(f"\nFAILED in {nb.name}, cell {exc.exec_count}: {exc.ename}: {' '.join(str(exc.evalue).split())}",
               file=sys.stderr)  # fmt: skip
@@ -171,8 +195,31 @@ def execute_notebook(nb: Path, out_dir: Path, values: dict[str, Any]) -> Path:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted in {nb.name} (partial notebook {partial}); rerun the same command to "
                                 "resume: finished stages and epochs are reused") from None  # fmt: skip
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = before
     os.replace(partial, out)
+    render_html(out, out_dir.parent / "html" / f"{nb.stem}.html")
     return out
+
+
+def render_html(executed: Path, html: Path) -> Path | None:
+    """The executed notebook as one self-contained HTML page (figures embedded), for reading without Jupyter.
+
+    A failure to render is reported and skipped: the run's results are in its files whatever the HTML.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    try:
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        html.parent.mkdir(parents=True, exist_ok=True)
+        return write_text(html, body)
+    except Exception as exc:  # nbconvert's templates and filters raise many kinds
+        print(f"      note: {executed.name} was not rendered to HTML ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
 
 
 def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
