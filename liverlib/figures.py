@@ -138,9 +138,11 @@ def fig03_pipeline(stages: dict[str, np.ndarray], hu: bool | None = None) -> Fig
     """
     if not stages:
         raise ValueError("stages is empty")
-    fig = Figure(figsize=(3.4 * len(stages), 3.8), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(stages), 4.3), layout="constrained")
     for ax, (name, img) in zip(np.atleast_1d(fig.subplots(1, len(stages))), stages.items(), strict=True):
-        _show(ax, to_grey(img, hu), name + (f"\n(shown in HU window {_hu_text()})" if _is_hu(img, hu) else ""))
+        _show(ax, to_grey(img, hu), name + (f"\n(shown in HU window\n{_hu_text()})" if _is_hu(img, hu) else ""))
+        ax.title.set_fontsize(10)
+    fig.suptitle("Preprocessing pipeline on one slice (Fig. 3)")
     return fig
 
 
@@ -176,58 +178,150 @@ def fig04_histograms(
 
 
 def fig06_loss_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...]] | None = None) -> Figure:
-    """Paper Fig. 6: train/validation loss per epoch (columns ``epoch, train_loss, val_loss``).
+    """Paper Fig. 6: (a) train/validation loss per epoch, (b) validation Dice per epoch, on one epoch axis.
 
-    The best epoch (lowest validation loss, the first on ties; STUDY §6) gets a green marker and label. With
-    ``paper`` (the paper's Table 5: epoch → (train loss, val loss, …)), its values are overlaid as markers.
+    ``history`` has ``epoch, train_loss, val_loss`` and, for (b), ``val_liver_dice`` (ε-smoothed) and optionally
+    ``val_tumor_dice_gtpos``. The best epoch (lowest validation loss, the first on ties; STUDY §6) is a green
+    marker and a vertical line through both panels, so one sees whether it is a real optimum of the
+    validation curves or a lone dip. Every epoch is a marker; the x-axis spans this run's epochs only. With
+    ``paper`` (the paper's Table 5: epoch → (train loss, val loss, …)), its values at epochs inside that span
+    are overlaid and the paper's own best epoch is named below (Table 5 lists the rest).
     """
     _require(history, ["epoch", "train_loss", "val_loss"])
-    best = history.loc[history["val_loss"].idxmin()]
-    epoch, loss = int(best["epoch"]), float(best["val_loss"])
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(history["epoch"], history["train_loss"], label="train loss")
-    ax.plot(history["epoch"], history["val_loss"], label="validation loss")
-    ax.plot([epoch], [loss], "o", color="green", ms=9, label=f"best epoch {epoch}")
-    if paper:
-        ep = sorted(paper)
-        ax.plot(ep, [paper[e][0] for e in ep], "x", color="C0", label="paper train loss (Table 5)")
-        ax.plot(ep, [paper[e][1] for e in ep], "+", color="C1", ms=9, label="paper validation loss (Table 5)")
-    ax.annotate(f"best epoch {epoch}\nval loss {loss:.4f}", xy=(epoch, loss), xytext=(-20, 30), ha="right",
-                textcoords="offset points", color="green", arrowprops={"arrowstyle": "->", "color": "green"})  # fmt: skip
-    ax.set(xlabel="epoch", ylabel="loss", title="Training and validation loss")
-    ax.legend()
+    epoch, loss = best_epoch(history), float(history["val_loss"].min())
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    ax, ax_d = fig.subplots(1, 2, sharex=True)
+    ax.plot(history["epoch"], history["train_loss"], "o-", ms=3, label="train loss")
+    ax.plot(history["epoch"], history["val_loss"], "o-", ms=3, label="validation loss")
+    ax.plot([epoch], [loss], "o", color="green", ms=10, mfc="none", mew=2, label=f"best epoch {epoch}", zorder=5)
+    shown = _paper_epochs(paper, history)
+    if shown:
+        ax.plot(shown, [paper[e][0] for e in shown], "x", color="C0", ms=8, label="paper train loss (Table 5)")
+        ax.plot(shown, [paper[e][1] for e in shown], "+", color="C1", ms=10, label="paper validation loss (Table 5)")
+    ax.set(xlabel="epoch", ylabel="loss", title=f"(a) loss — best epoch {epoch}: validation loss {loss:.4f}")
+    ax.legend(fontsize=8)
+    if "val_liver_dice" in history:
+        _dice_panel(ax_d, history, epoch)
+    else:
+        ax_d.set_axis_off()
+    for a in (ax, ax_d):
+        a.axvline(epoch, color="green", ls="--", lw=1, zorder=0)
+    _epoch_axis(ax, history)
+    if paper and max(paper) > int(history["epoch"].max()):
+        fig.supxlabel(_paper_note(paper, history), fontsize=8)
+    fig.suptitle("Training and validation loss (Fig. 6)")
     return fig
+
+
+def _dice_panel(ax: Axes, history: pd.DataFrame, epoch: int) -> None:
+    """Fig. 6 (b): validation liver Dice and GT-positive tumor Dice per epoch, the best epoch's values named."""
+    liver = history["val_liver_dice"]
+    ax.plot(history["epoch"], liver, "o-", ms=3, color=CLASS_COLOURS["liver"], label="liver, ε-smoothed")
+    at = float(liver[history["epoch"] == epoch].iloc[0])
+    ax.plot([epoch], [at], "o", color="green", ms=10, mfc="none", mew=2, zorder=5)
+    top = history.loc[liver.idxmax()]
+    title = f"(b) validation Dice — liver at epoch {epoch}: {at:.4f} (highest {float(top.val_liver_dice):.4f}, epoch {int(top.epoch)})"
+    if _has(history, "val_tumor_dice_gtpos"):
+        ax.plot(history["epoch"], history["val_tumor_dice_gtpos"], "s-", ms=4, color=_DARK_TUMOR, zorder=4,
+                clip_on=False, label=f"tumor, GT-positive slices{_n_text(history)}")  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="validation Dice", ylim=_UNIT_YLIM)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
 
 
 def fig07_metric_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...]] | None = None) -> Figure:
-    """Paper Fig. 7: (a) validation Dice, (b) IoU per epoch; ``history`` has ``epoch, val_{liver,tumor}_{dice,iou}``.
+    """Paper Fig. 7: (a) validation Dice, (b) IoU per epoch on one shared epoch axis; ``history`` has
+    ``epoch, val_{liver,tumor}_{dice,iou}``.
 
-    These are ε-smoothed means over all validation slices (a slice without tumor in truth and prediction
-    scores 1, so a model that never predicts tumor sits at the share of tumor-free slices). When ``history``
-    has ``val_tumor_dice_gtpos`` (tumor Dice over the slices with ground-truth tumor) it is drawn dashed in
-    (a). With ``paper`` (Table 5: epoch → (…, liver Dice, tumor Dice)) the paper's Dice values are overlaid.
+    ``val_*_dice`` / ``val_*_iou`` are ε-smoothed means over all validation slices: a slice without tumor in
+    truth and prediction scores 1, so a model that never predicts tumor sits at the share of tumor-free slices.
+    The tumor curves over GT-positive slices (``val_tumor_dice_gtpos``, ``val_tumor_iou_gtpos`` when logged) are
+    therefore the main tumor lines (solid, markers, drawn above the axis so a curve at 0 stays visible); the
+    ε-smoothed tumor curves are dotted and labelled as empty-slice credit. A note says so when the GT-positive
+    tumor Dice is 0 at every epoch. The best epoch (lowest validation loss, when ``val_loss`` is logged) is a
+    vertical line. With ``paper`` (Table 5: epoch → (…, liver Dice, tumor Dice)) the paper's Dice values at
+    epochs inside this run's span are overlaid.
     """
     metrics = {"dice": "(a) Dice", "iou": "(b) IoU"}
     _require(history, ["epoch"] + [f"val_{c}_{m}" for m in metrics for c in FOREGROUND])
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    for ax, (metric, title) in zip(fig.subplots(1, 2), metrics.items(), strict=True):
-        for cls in FOREGROUND:
-            ax.plot(history["epoch"], history[f"val_{cls}_{metric}"], color=CLASS_COLOURS[cls],
-                    label=f"{cls}, ε-smoothed, all slices")  # fmt: skip
-        if metric == "dice" and "val_tumor_dice_gtpos" in history and history["val_tumor_dice_gtpos"].notna().any():
-            n = history["val_tumor_gtpos_n"].dropna() if "val_tumor_gtpos_n" in history else pd.Series(dtype=float)
-            n_txt = f", n={int(n.iloc[-1])}" if len(n) else ""
-            ax.plot(history["epoch"], history["val_tumor_dice_gtpos"], "--", color=CLASS_COLOURS["tumor"],
-                    label=f"tumor, GT-positive slices{n_txt}")  # fmt: skip
-        if metric == "dice" and paper:
-            ep = sorted(paper)
-            for cls, i in (("liver", 3), ("tumor", 4)):
-                ax.plot(ep, [paper[e][i] for e in ep], "D", color=CLASS_COLOURS[cls], mec="black", ms=5,
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    missed = _has(history, "val_tumor_dice_gtpos") and bool((history["val_tumor_dice_gtpos"].dropna() < 1e-3).all())
+    notes: list[str] = []
+    for ax, (metric, title) in zip(axes, metrics.items(), strict=True):
+        ax.plot(history["epoch"], history[f"val_liver_{metric}"], "o-", ms=3, color=CLASS_COLOURS["liver"],
+                label="liver, ε-smoothed, all slices")  # fmt: skip
+        ax.plot(history["epoch"], history[f"val_tumor_{metric}"], ":", color=CLASS_COLOURS["tumor"], alpha=0.7,
+                label="tumor, ε-smoothed: tumor-free slices score 1")  # fmt: skip
+        gtpos = f"val_tumor_{metric}_gtpos"
+        if _has(history, gtpos):
+            ax.plot(history["epoch"], history[gtpos], "s-", ms=4, color=_DARK_TUMOR, zorder=4, clip_on=False,
+                    label=f"tumor, GT-positive slices{_n_text(history)}")  # fmt: skip
+        elif metric == "iou":
+            notes.append("(b): the tumor IoU over GT-positive slices is not logged per epoch; read (a)'s GT-positive "
+                         "tumor Dice instead.")  # fmt: skip
+        if metric == "dice":
+            shown = _paper_epochs(paper, history)
+            for cls, i in (("liver", 3), ("tumor", 4)) if shown else ():
+                ax.plot(shown, [paper[e][i] for e in shown], "D", color=CLASS_COLOURS[cls], mec="black", ms=6,
                         label=f"paper {cls} (Table 5)")  # fmt: skip
-        ax.set(xlabel="epoch", ylabel=f"validation {title[4:]}", title=title, ylim=(0, 1.02))
-        ax.legend(fontsize=8)
+        if "val_loss" in history:
+            best = best_epoch(history)
+            ax.axvline(best, color="green", ls="--", lw=1, zorder=0, label=f"best epoch {best}")
+        ax.set(xlabel="epoch", ylabel=f"validation {title[4:]}", title=title, ylim=_UNIT_YLIM)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), ncol=2)
+    axes[1].yaxis.set_tick_params(labelleft=True)
+    _epoch_axis(axes[0], history)
+    if missed:
+        notes.insert(0, "The GT-positive tumor Dice is 0 at every epoch: the model found no tumor on any GT-positive "
+                        "validation slice, so the ε-smoothed tumor curves are empty-slice credit only.")  # fmt: skip
+    if paper and max(paper) > int(history["epoch"].max()):
+        notes.append(_paper_note(paper, history))
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=8)
+    fig.suptitle("Validation Dice and IoU per epoch (Fig. 7)")
     return fig
+
+
+def best_epoch(history: pd.DataFrame) -> int:
+    """The epoch with the lowest ``val_loss`` (the first on ties; STUDY §6)."""
+    return int(history.loc[history["val_loss"].idxmin(), "epoch"])
+
+
+_UNIT_YLIM = (-0.04, 1.04)  # a score of 0 sits above the frame, not on it
+_DARK_TUMOR = (0.6, 0.0, 0.0)
+
+
+def _has(history: pd.DataFrame, column: str) -> bool:
+    """Whether ``history`` logs ``column`` with at least one value."""
+    return column in history and bool(history[column].notna().any())
+
+
+def _n_text(history: pd.DataFrame) -> str:
+    """The text ", n=<slices>" of the GT-positive tumor curves (the last logged count), or ""."""
+    n = history["val_tumor_gtpos_n"].dropna() if "val_tumor_gtpos_n" in history else pd.Series(dtype=float)
+    return f", n={int(n.iloc[-1])}" if len(n) else ""
+
+
+def _paper_epochs(paper: dict[int, tuple[float, ...]] | None, history: pd.DataFrame) -> list[int]:
+    """The paper's Table 5 epochs that fall inside this run's epochs."""
+    return sorted(e for e in (paper or {}) if e <= int(history["epoch"].max()))
+
+
+def _paper_note(paper: dict[int, tuple[float, ...]], history: pd.DataFrame) -> str:
+    """A footnote naming the paper's run beyond this axis (its best epoch = its lowest validation loss)."""
+    best = min(paper, key=lambda e: paper[e][1])
+    return (f"This run: {int(history['epoch'].max())} epochs. The paper trained {max(paper)} epochs (best epoch {best}, "
+            f"validation loss {paper[best][1]:.4f}); its epochs beyond this axis are in Table 5.")  # fmt: skip
+
+
+def _epoch_axis(ax: Axes, history: pd.DataFrame) -> None:
+    """x-axis over this run's epochs only, integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    lo, hi = int(history["epoch"].min()), int(history["epoch"].max())
+    ax.set_xlim(lo - 0.5, hi + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def fig08_confusion_matrix(cm: np.ndarray) -> Figure:
@@ -345,14 +439,19 @@ def stratify_errors(per_slice: pd.DataFrame, n_per_stratum: int = 1, column: str
     return pd.concat(parts)
 
 
+ARM_LABELS: dict[str, str] = {"paper": "ours: CLAHE + gamma", "no_enhancement": "ours: no enhancement"}
+"""x-axis label of an ablation arm in :func:`fig_ablation` (other arms: "ours: " and the arm's name)."""
+
+
 def fig_ablation(table: pd.DataFrame) -> Figure:
-    """Table 4 as bars per ablation arm (STUDY §8): liver and tumor Dice (ε-smoothed, all slices) and, when
-    ``table`` has ``tumor_dice_gt_positive``, the tumor Dice over GT-positive slices; paper values as black
-    diamonds.
+    """Table 4 as bars per ablation arm (STUDY §8), any number of arms: liver and tumor Dice (ε-smoothed, all
+    slices) and, when ``table`` has ``tumor_dice_gt_positive``, the tumor Dice over GT-positive slices; the
+    paper's values as black diamonds ("paper, Table 4"), our arms labelled "ours: …" (:data:`ARM_LABELS`).
 
     ``table`` has one row per arm: ``arm, liver_dice, tumor_dice``, optional ``tumor_dice_gt_positive``,
     ``paper_liver_dice, paper_tumor_dice``; rows whose ``kind`` is not ``"arm"`` (the improvement row) are
-    left out.
+    left out. Every bar is labelled with its value (a zero bar is an outlined line labelled "0.00"); an
+    undefined value draws no bar and is labelled "–".
     """
     _require(table, ["arm"] + [f"{c}_dice" for c in FOREGROUND])
     if "kind" in table:
@@ -360,21 +459,32 @@ def fig_ablation(table: pd.DataFrame) -> Figure:
     bars_spec = [("liver_dice", "liver Dice, ε-smoothed", CLASS_COLOURS["liver"], "paper_liver_dice", None),
                  ("tumor_dice", "tumor Dice, ε-smoothed", CLASS_COLOURS["tumor"], "paper_tumor_dice", None)]  # fmt: skip
     if "tumor_dice_gt_positive" in table:
-        bars_spec.append(("tumor_dice_gt_positive", "tumor Dice, GT-positive slices", (0.6, 0.0, 0.0), None, "//"))
+        bars_spec.append(("tumor_dice_gt_positive", "tumor Dice, GT-positive slices", _DARK_TUMOR, None, "//"))
     x, width = np.arange(len(table)), 0.8 / len(bars_spec)
-    fig = Figure(figsize=(max(5.0, 2.2 * len(table) + 2), 4.5), layout="constrained")
+    fig = Figure(figsize=(min(14.0, max(6.0, 0.8 * len(bars_spec) * len(table) + 2)), 4.8), layout="constrained")
     ax = fig.subplots()
+    paper_drawn = False
     for i, (col, label, colour, paper_col, hatch) in enumerate(bars_spec):
         pos = x + (i - (len(bars_spec) - 1) / 2) * width
-        values = pd.to_numeric(table[col], errors="coerce").fillna(0.0)
-        bars = ax.bar(pos, values, width, color=colour, alpha=0.8, label=label, hatch=hatch)
-        ax.bar_label(bars, fmt="%.3f", label_type="center", fontsize=8)
-        if paper_col and paper_col in table:
-            ax.plot(pos, table[paper_col], "D", color="black", ms=6, label="paper" if i == 0 else None)
-    ax.set_xticks(x, table["arm"].astype(str))
-    ax.set(ylabel="test Dice (per slice)", ylim=(0, 1.15), title="Ablation: preprocessing (Table 4)")
+        values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float)
+        bars = ax.bar(pos, np.nan_to_num(values), width, color=colour, alpha=0.8, label=label, hatch=hatch,
+                      edgecolor="black", linewidth=0.6)  # fmt: skip
+        for bar in (b for b, v in zip(bars, values, strict=True) if np.isnan(v)):
+            bar.set_linewidth(0)  # undefined: no bar, only the "–" label
+        ax.bar_label(bars, labels=[MISSING_TEXT if np.isnan(v) else f"{v:.2f}" for v in values], padding=2, fontsize=8)
+        if paper_col and paper_col in table and pd.to_numeric(table[paper_col], errors="coerce").notna().any():
+            ax.plot(pos, pd.to_numeric(table[paper_col], errors="coerce"), "D", color="black", ms=6,
+                    label=None if paper_drawn else "paper, Table 4 (its own data)")  # fmt: skip
+            paper_drawn = True
+    names = [ARM_LABELS.get(str(a), f"ours: {str(a).replace('_', ' ')}") for a in table["arm"]]
+    ax.set_xticks(x, names, rotation=20 if len(table) > 3 else 0, ha="right" if len(table) > 3 else "center")
+    ax.set(ylabel="test Dice (per slice)", ylim=(-0.03, 1.18), title="Ablation: preprocessing (Table 4)")
     ax.legend(loc="upper center", ncol=2, fontsize=8)
     return fig
+
+
+MISSING_TEXT = "–"
+"""Label of an undefined value in a figure (as in the tables)."""
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:

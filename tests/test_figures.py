@@ -46,6 +46,23 @@ def _history(val_loss: list[float]) -> pd.DataFrame:
     )
 
 
+def _assert_text_inside(fig: Figure) -> None:
+    """Every title, label and annotation of ``fig`` lies inside the saved canvas (nothing clipped)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer, box = canvas.get_renderer(), fig.bbox
+    texts = [*fig.texts, fig._suptitle, fig._supxlabel, *(t for leg in fig.legends for t in leg.get_texts())]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += ax.get_legend().get_texts() if ax.get_legend() else []
+    texts = [t for t in texts if t is not None and t.get_visible() and t.get_text()]
+    for t in texts:
+        e = t.get_window_extent(renderer)
+        assert e.x0 >= box.x0 - 1 and e.y0 >= box.y0 - 1 and e.x1 <= box.x1 + 1 and e.y1 <= box.y1 + 1, t.get_text()
+
+
 def _images(fig: Figure) -> list:
     return [ax for ax in fig.axes if ax.images]
 
@@ -124,7 +141,8 @@ def test_fig03_one_panel_per_stage_in_order():
     fig = figures.fig03_pipeline(stages)
     titles = [ax.get_title() for ax in fig.axes]
     assert [t.split("\n")[0] for t in titles] == list(stages)
-    assert titles[0] == "original\n(shown in HU window [-200, 250] HU)"  # the display window is named
+    assert titles[0] == "original\n(shown in HU window\n[-200, 250] HU)"  # the display window is named
+    _assert_text_inside(fig)  # no title clipped
     assert all("HU window" not in t for t in titles[1:])
     assert len(figures.fig03_pipeline({"only": norm}).axes) == 1
 
@@ -148,33 +166,78 @@ def test_fig06_marks_the_lowest_validation_loss():
     (best,) = [line for line in fig.axes[0].lines if line.get_label().startswith("best")]
     assert list(best.get_xdata()) == [6] and list(best.get_ydata()) == [0.30]
     assert best.get_label() == "best epoch 6" and best.get_color() == "green"
-    assert any("best epoch 6" in t.get_text() for t in fig.axes[0].texts)
+    assert "best epoch 6" in fig.axes[0].get_title()
+    assert figures.best_epoch(_history(val)) == 6
 
 
-def test_fig06_and_fig07_overlay_the_papers_table5():
+def test_fig06_shows_the_validation_dice_beside_the_loss_and_marks_the_best_epoch_in_both():
+    h = _history([1.0, 0.5, 0.4, 0.45]).assign(val_tumor_dice_gtpos=[0.0, 0.1, 0.2, 0.3], val_tumor_gtpos_n=7)
+    fig = figures.fig06_loss_curves(h)
+    loss_ax, dice_ax = fig.axes[:2]
+    assert dice_ax.get_shared_x_axes().joined(loss_ax, dice_ax)
+    for ax in (loss_ax, dice_ax):  # a vertical line at the best epoch (3) in both panels
+        assert any(list(line.get_xdata()) == [3, 3] for line in ax.lines)
+    labels = [line.get_label() for line in dice_ax.lines]
+    assert "liver, ε-smoothed" in labels and "tumor, GT-positive slices, n=7" in labels
+    assert "epoch 3" in dice_ax.get_title()
+    _assert_text_inside(fig)
+
+
+def test_fig06_and_fig07_axes_fit_this_runs_epochs_not_the_papers():
     from liverlib import paper
 
-    fig6 = figures.fig06_loss_curves(_history([1.0, 0.5, 0.4]), paper=paper.TABLE5)
+    h = _history([1.0, 0.5, 0.4, 0.3, 0.35, 0.3])  # 6 epochs; the paper's Table 5 runs to 100
+    for fig in (figures.fig06_loss_curves(h, paper=paper.TABLE5), figures.fig07_metric_curves(h, paper=paper.TABLE5)):
+        for ax in fig.axes[:2]:
+            lo, hi = ax.get_xlim()
+            assert lo >= 0 and hi <= 7, ax.get_xlim()
+        assert "100 epochs" in fig._supxlabel.get_text() and "best epoch 98" in fig._supxlabel.get_text()
+        _assert_text_inside(fig)
+
+
+def test_fig06_and_fig07_overlay_the_papers_table5_inside_the_runs_epochs():
+    from liverlib import paper
+
+    h = _history(list(np.linspace(1.0, 0.3, 20)))
+    fig6 = figures.fig06_loss_curves(h, paper=paper.TABLE5)
     (ref,) = [line for line in fig6.axes[0].lines if line.get_label() == "paper validation loss (Table 5)"]
-    assert list(ref.get_xdata()) == sorted(paper.TABLE5) and ref.get_ydata()[-2] == 0.2766  # epoch 98
-    fig7 = figures.fig07_metric_curves(_history([1.0, 0.5, 0.4]), paper=paper.TABLE5)
+    assert list(ref.get_xdata()) == [1, 10, 20] and ref.get_ydata()[-1] == paper.TABLE5[20][1]
+    fig7 = figures.fig07_metric_curves(h, paper=paper.TABLE5)
     (tumor,) = [line for line in fig7.axes[0].lines if line.get_label() == "paper tumor (Table 5)"]
-    assert tumor.get_ydata()[-2] == 0.8226
+    assert list(tumor.get_xdata()) == [1, 10, 20] and tumor.get_ydata()[-1] == paper.TABLE5[20][4]
+    long = _history(list(np.linspace(1.0, 0.3, 100)))
+    (ref,) = [line for line in figures.fig06_loss_curves(long, paper=paper.TABLE5).axes[0].lines
+              if line.get_label() == "paper validation loss (Table 5)"]  # fmt: skip
+    assert list(ref.get_xdata()) == sorted(paper.TABLE5) and ref.get_ydata()[-2] == 0.2766  # epoch 98
 
 
-def test_fig07_plots_gt_positive_tumor_dice_when_logged():
+def test_fig07_gt_positive_tumor_dice_is_the_main_visible_tumor_line():
     h = _history([1.0, 0.5, 0.4]).assign(val_tumor_dice_gtpos=[0.0, 0.1, 0.2], val_tumor_gtpos_n=10)
     dice_ax = figures.fig07_metric_curves(h).axes[0]
     labels = [line.get_label() for line in dice_ax.lines]
-    assert "tumor, GT-positive slices, n=10" in labels and "tumor, ε-smoothed, all slices" in labels
+    assert "tumor, GT-positive slices, n=10" in labels and "liver, ε-smoothed, all slices" in labels
     (gtpos,) = [line for line in dice_ax.lines if "GT-positive" in line.get_label()]
-    assert list(gtpos.get_ydata()) == [0.0, 0.1, 0.2] and gtpos.get_linestyle() == "--"
+    assert list(gtpos.get_ydata()) == [0.0, 0.1, 0.2] and gtpos.get_linestyle() == "-" and gtpos.get_marker() == "s"
+    (smoothed,) = [line for line in dice_ax.lines if line.get_label().startswith("tumor, ε-smoothed")]
+    assert "tumor-free slices score 1" in smoothed.get_label() and smoothed.get_linestyle() == ":"
+    assert gtpos.get_zorder() > smoothed.get_zorder() and not gtpos.get_clip_on()
+    assert dice_ax.get_ylim()[0] < 0  # a curve at 0 is drawn above the frame, not on it
+
+
+def test_fig07_says_when_no_tumor_was_found_and_shares_the_epoch_axis():
+    h = _history([1.0, 0.5, 0.4]).assign(val_tumor_dice_gtpos=0.0, val_tumor_gtpos_n=9)
+    fig = figures.fig07_metric_curves(h)
+    assert fig.axes[0].get_shared_x_axes().joined(fig.axes[0], fig.axes[1])
+    assert "empty-slice credit" in fig._supxlabel.get_text()
+    assert "empty-slice credit" not in figures.fig07_metric_curves(h.assign(val_tumor_dice_gtpos=0.2)).texts
 
 
 def test_fig07_dice_and_iou_panels():
     fig = figures.fig07_metric_curves(_history([1.0, 0.5, 0.4]))
     assert len(fig.axes) == 2
-    assert all(len(ax.lines) == 2 for ax in fig.axes)
+    for ax in fig.axes:  # liver, tumor ε-smoothed, the best-epoch line
+        assert [line.get_label() for line in ax.lines][:2] == ["liver, ε-smoothed, all slices",
+                                                               "tumor, ε-smoothed: tumor-free slices score 1"]  # fmt: skip
     with pytest.raises(ValueError, match="val_tumor_iou"):
         figures.fig07_metric_curves(_history([1.0]).drop(columns="val_tumor_iou"))
 
@@ -229,7 +292,7 @@ def test_fig11_error_map_panel_and_legend():
 def test_fig_ablation_bars_and_paper_markers():
     table = pd.DataFrame(
         {
-            "arm": ["baseline", "preprocessing"],
+            "arm": ["no_enhancement", "paper"],
             "liver_dice": [0.88, 0.91],
             "tumor_dice": [0.74, 0.80],
             "paper_liver_dice": [0.887, 0.916],
@@ -238,13 +301,29 @@ def test_fig_ablation_bars_and_paper_markers():
     )
     ax = figures.fig_ablation(table).axes[0]
     assert len(ax.patches) == 4 and len(ax.lines) == 2
+    # our arm is never called "paper" beside the paper's own markers
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ours: no enhancement", "ours: CLAHE + gamma"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "paper, Table 4 (its own data)"
     assert len(figures.fig_ablation(table.iloc[:, :3]).axes[0].lines) == 0
     # the GT-positive tumor Dice gets its own bars; the improvement row is not an arm
     more = pd.concat([table.assign(kind="arm", tumor_dice_gt_positive=[0.3, 0.4]),
                       pd.DataFrame([{"arm": "improvement", "kind": "improvement", "liver_dice": 3.4, "tumor_dice": 8.1}])])  # fmt: skip
     ax = figures.fig_ablation(more).axes[0]
-    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "preprocessing"]
+    assert len(ax.patches) == 6 and len(ax.get_xticklabels()) == 2
     assert "tumor Dice, GT-positive slices" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_fig_ablation_labels_zero_and_undefined_bars_and_takes_any_number_of_arms():
+    arms = ["paper", "no_enhancement", "clahe_only", "gamma_only", "hu_window", "ct_norm"]
+    table = pd.DataFrame({"arm": arms, "kind": "arm", "liver_dice": np.linspace(0.5, 0.9, 6), "tumor_dice": 0.0,
+                          "tumor_dice_gt_positive": [0.0] * 5 + [np.nan]})  # fmt: skip
+    fig = figures.fig_ablation(table)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 18 and [t.get_text() for t in ax.get_xticklabels()][-1] == "ours: ct norm"
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("0.00") == 11 and labels.count("–") == 1 and "0.90" in labels
+    assert ax.get_ylim()[0] < 0  # a zero bar's outline is drawn above the frame
+    _assert_text_inside(fig)
 
 
 # --- saving ------------------------------------------------------------------------------------------------
