@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--input", required=True, help="a .nii/.nii.gz volume, a folder of them, or a DICOM series folder")
     seg.add_argument("--output", required=True, help="output mask file, or a folder when --input is a NIfTI folder")
     seg.add_argument("--series", metavar="UID", help="the DICOM series to read from a folder holding several")
+    seg.add_argument("--resample-dicom", action="store_true",
+                     help="resample an unevenly spaced DICOM series (missing slice, change of spacing) onto an even "
+                     "grid instead of refusing it; the output says so")  # fmt: skip
     seg.add_argument("--device", default="auto")
     seg.add_argument("--batch-size", type=int, default=16)
     seg.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",

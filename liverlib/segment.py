@@ -134,16 +134,17 @@ class Segmentation:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def read_input(path: str | Path, series: str | None = None) -> Case:
-    """A NIfTI file via :func:`~liverlib.io.load_case`, or a DICOM series folder via :func:`~liverlib.dicom.load_dicom_case`."""
+def read_input(path: str | Path, series: str | None = None, resample_dicom: bool = False) -> Case:
+    """A NIfTI file via :func:`~liverlib.io.load_case`, or a DICOM series folder via
+    :func:`~liverlib.dicom.load_dicom_case` (``resample_dicom``: resample an uneven series instead of refusing it)."""
     path = Path(path)
-    return load_dicom_case(path, series) if path.is_dir() else load_case(path)
+    return load_dicom_case(path, series, resample=resample_dicom) if path.is_dir() else load_case(path)
 
 
 def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: str | Path, *, device: torch.device | str,
                    batch_size: int = 16, precision: str = "auto", amp: bool = False, tta: bool = False,
                    postprocess: bool = True, keep_probabilities: bool = False, series: str | None = None,
-                   progress: bool = True) -> Segmentation:  # fmt: skip
+                   progress: bool = True, resample_dicom: bool = False) -> Segmentation:  # fmt: skip
     """Segment one CT volume in the display convention.
 
     Args:
@@ -157,7 +158,7 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
         keep_probabilities: also return the probabilities.
         series: the DICOM series UID to read from a folder holding several.
-        progress: a progress bar over batches (liverlib.progress).
+        progress: tqdm bar over batches.
 
     Returns:
         A :class:`Segmentation` at the input's in-plane size (probabilities resized bilinearly before the argmax).
@@ -166,7 +167,7 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         CaseError: unreadable, corrupt or non-3D input; the message names it.
     """
     t = [time.perf_counter()]
-    case = read_input(volume_path, series)
+    case = read_input(volume_path, series, resample_dicom)
     t.append(time.perf_counter())
     images = preprocess_volume(case.image, cfg)
     t.append(time.perf_counter())
@@ -213,7 +214,7 @@ def volume_summary(seg: Segmentation, job: Job) -> dict[str, Any]:
             "tumor_ml": round(counts["tumor"] * ml, 1), "tumor_components": int(components),
             "mean_hu": {k: None if v is None else round(v, 1) for k, v in hu.items()},
             "seconds": {k: round(v, 3) for k, v in seg.seconds.items()},
-            "total_seconds": round(sum(seg.seconds.values()), 2)}  # fmt: skip
+            "total_seconds": round(sum(seg.seconds.values()), 2), "notes": list(case.notes)}  # fmt: skip
 
 
 def sha256(path: Path) -> str:
@@ -258,14 +259,15 @@ def _print_row(r: dict[str, Any]) -> None:
     """The one line printed per written mask."""
     print(f"{r['input']} -> {r['output']}: shape {r['shape']} {r['orientation']}, liver {r['liver_voxels']} voxels "
           f"({r['liver_ml']} mL), tumor {r['tumor_voxels']} voxels ({r['tumor_ml']} mL, {r['tumor_components']} "
-          f"components), {r['total_seconds']:.1f} s", flush=True)  # fmt: skip
+          f"components), {r['total_seconds']:.1f} s" + "".join(f"; {n}" for n in r.get("notes", [])),
+          flush=True)  # fmt: skip
 
 
 def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, *, device: str = "auto",
                  batch_size: int = 16, overwrite: bool = False, skip_existing: bool = False, postprocess: bool = True,
                  tta: bool = False, precision: str = "auto", amp: bool = False,
                  probabilities: str | Path | None = None, report: str | Path | None = None, series: str | None = None,
-                 progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+                 progress: bool = True, resample_dicom: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Segment one NIfTI volume, one DICOM series or every NIfTI of a folder into uint8 NIfTI label masks.
 
     Args:
@@ -282,7 +284,10 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
             :func:`save_probabilities`).
         report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
         series: the DICOM series UID to read from a folder holding several.
-        progress: progress bars over batches (liverlib.progress). One line per volume is always printed.
+        progress: tqdm bars over batches. One line per volume is always printed.
+        resample_dicom: resample an unevenly spaced DICOM series (a missing slice, a change of spacing) onto an
+            even grid instead of refusing it; the printed line and the report say so
+            (:func:`liverlib.dicom.read_series`).
 
     Returns:
         One dict per written mask (see :func:`volume_summary`).
@@ -310,13 +315,13 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
     model, cfg, ckpt = load_model(checkpoint, dev)
     dtype = autocast_dtype(dev, precision, amp)
     options = {"tta": tta, "postprocess": postprocess, "precision": precision, "autocast_dtype": str(dtype or "fp32"),
-               "batch_size": batch_size, "series": series}  # fmt: skip
+               "batch_size": batch_size, "series": series, "resample_dicom": resample_dicom}  # fmt: skip
     results, failed = [], []
     for job in jobs:
         try:
             seg = segment_volume(model, cfg, job.input, device=dev, batch_size=batch_size, precision=precision, amp=amp,
                                  tta=tta, postprocess=postprocess, keep_probabilities=job.probabilities is not None,
-                                 series=series, progress=progress)  # fmt: skip
+                                 series=series, progress=progress, resample_dicom=resample_dicom)  # fmt: skip
         except CaseError as exc:
             if len(jobs) == 1:
                 raise
@@ -340,4 +345,4 @@ def segment_cli(args: argparse.Namespace) -> None:
     segment_file(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size,
                  overwrite=args.overwrite, skip_existing=args.skip_existing, postprocess=not args.no_postprocess,
                  tta=args.tta, precision=args.precision, amp=args.amp, probabilities=args.save_probabilities,
-                 report=args.report, series=args.series)  # fmt: skip
+                 report=args.report, series=args.series, resample_dicom=args.resample_dicom)  # fmt: skip
