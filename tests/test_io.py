@@ -417,3 +417,124 @@ def test_remove_stale_temps_removes_only_the_targets_temp_files(tmp_path):
     gz = Path(tempfile.mkstemp(prefix=".volume-3.", suffix=".nii.gz", dir=tmp_path)[1])
     assert lio.remove_stale_temps(tmp_path, "volume-3.nii") == [] and gz.exists()
     assert lio.remove_stale_temps(tmp_path, "volume-3.nii.gz") == [gz]
+
+
+# --- geometry that is right or refused (issue 20, item 1) ------------------------------------------
+
+
+def _patched(path: Path, data: np.ndarray, affine: np.ndarray, *, sform: int, qform: int, pixdim: dict | None = None,
+             sform_matrix: np.ndarray | None = None) -> Path:  # fmt: skip
+    """Write a NIfTI with the given form codes, then overwrite stored header fields as a damaged file holds them
+    (nibabel would repair pixdim on save): ``pixdim`` {index: value}, ``sform_matrix`` the stored srow_x/y/z."""
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=qform)
+    img.set_sform(affine, code=sform)
+    nib.save(img, str(path))
+    raw = bytearray(path.read_bytes())
+    for i, v in (pixdim or {}).items():
+        raw[76 + 4 * i : 80 + 4 * i] = np.float32(v).tobytes()
+    if sform_matrix is not None:
+        raw[280:328] = np.asarray(sform_matrix[:3], np.float32).tobytes()
+    path.write_bytes(bytes(raw))
+    return path
+
+
+GEOMETRY = np.diag([0.8, 0.8, 3.0, 1.0])
+"""0.8 × 0.8 × 3 mm voxels: a pixdim[3] set to 1 makes every volume in mL 3x too small (issue 20)."""
+
+
+@pytest.mark.reliability("one line: 'PATH: voxel spacing pixdim[1:4] = (0.8, 0.8, 0) mm: pixdim[3] is not a positive "
+                         "number ...' (also -3, nan); no nibabel 'setting 0 dims to 1'", None,
+                         "nothing read, nothing written")  # fmt: skip
+@pytest.mark.parametrize("value", [0.0, -3.0, float("nan")])
+def test_zero_negative_or_nan_spacing_is_refused_naming_the_file(tmp_path, value, capfd):
+    """pixdim[3] = 0 in a qform-only file: nibabel set it to 1 mm and segment reported a third of the liver (exit 0);
+    a NaN pixdim failed with LinAlgError: SVD did not converge."""
+    vol = _patched(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=0, qform=1,
+                   pixdim={3: value})  # fmt: skip
+    seg = _patched(tmp_path / "segmentation-1.nii", np.zeros((6, 5, 4), np.uint8), GEOMETRY, sform=0, qform=1)
+    for call in (lambda: load_case(vol), lambda: load_case(vol, seg), lambda: check_pair(vol, seg),
+                 lambda: lio.check_image(vol), lambda: save_mask_like(np.zeros((4, 5, 6), np.uint8), vol,
+                                                                      tmp_path / "m.nii.gz")):  # fmt: skip
+        with pytest.raises(CaseError, match=r"pixdim\[3\] is not a positive number") as exc:
+            call()
+        assert str(exc.value).startswith(f"{vol}: voxel spacing") and "\n" not in str(exc.value)
+    assert not (tmp_path / "m.nii.gz").exists()
+    assert "setting 0 dims to 1" not in capfd.readouterr().err  # refused before nibabel repairs the header
+    assert load_case(seg).spacing == pytest.approx((3.0, 0.8, 0.8))  # the same header, undamaged
+
+
+@pytest.mark.reliability("one line: 'PATH: the sform (sform_code 1) gives voxel axis 3 zero length ...'", None,
+                         "nothing read, nothing written")  # fmt: skip
+@pytest.mark.parametrize("qform", [0, 1])
+def test_a_zero_or_nan_sform_column_is_refused_naming_the_file(tmp_path, qform):
+    """A zero sform column failed with KeyError: 2 (and ITK refuses the file: no orthonormal definition)."""
+    zero = GEOMETRY.copy()
+    zero[:, 2] = 0.0
+    vol = _patched(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=1, qform=qform,
+                   sform_matrix=zero)  # fmt: skip
+    with pytest.raises(CaseError, match=r"the sform \(sform_code 1\) gives voxel axis 3 zero length") as exc:
+        load_case(vol)
+    assert str(exc.value).startswith(str(vol)) and "\n" not in str(exc.value)
+    nan = GEOMETRY.copy()
+    nan[0, 3] = np.nan
+    vol = _patched(tmp_path / "volume-2.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=2, qform=qform,
+                   sform_matrix=nan)  # fmt: skip
+    with pytest.raises(CaseError, match="holds NaN or infinite values"):
+        load_case(vol)
+    # an unused sform (code 0) is not judged: nibabel and ITK both take the qform
+    ok = _patched(tmp_path / "volume-3.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=0, qform=1,
+                  sform_matrix=zero)  # fmt: skip
+    assert load_case(ok).spacing == pytest.approx((3.0, 0.8, 0.8))
+
+
+@pytest.mark.reliability("'image and mask affines differ as ITK reads them (3D Slicer, ITK-SNAP): their qforms "
+                         "differ and ITK places the mask (-40.0, 25.0, 60.0) mm (LPS) from the image ...'", None,
+                         "curation rejects the pair with that reason; load_case refuses it naming both files")  # fmt: skip
+def test_an_image_and_mask_whose_qform_alone_differs_are_refused(tmp_path):
+    """Image and mask with the same sform (code 2) but qforms 40/-25/60 mm apart were scored as aligned: nibabel
+    takes the sform, ITK (so 3D Slicer and ITK-SNAP) the qform."""
+    import SimpleITK as sitk
+
+    shifted = GEOMETRY.copy()
+    shifted[:3, 3] = [40.0, -25.0, 60.0]
+    vol = _patched(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=2, qform=1)
+    seg = tmp_path / "segmentation-1.nii"
+    img = nib.Nifti1Image(np.zeros((6, 5, 4), np.uint8), GEOMETRY)
+    img.set_qform(shifted, code=1)
+    img.set_sform(GEOMETRY, code=2)
+    nib.save(img, str(seg))
+    assert np.allclose(nib.load(vol).affine, nib.load(seg).affine)  # nibabel: aligned
+    assert sitk.ReadImage(str(seg)).GetOrigin() != sitk.ReadImage(str(vol)).GetOrigin()  # ITK: 79 mm apart
+    reason = check_pair(vol, seg)
+    assert reason.startswith("image and mask affines differ as ITK reads them") and "qforms differ" in reason
+    assert "(-40.0, 25.0, 60.0) mm (LPS)" in reason
+    with pytest.raises(CaseError, match="affines differ as ITK reads them") as exc:
+        load_case(vol, seg)
+    assert str(exc.value).startswith(f"{seg}: does not overlay {vol}") and "\n" not in str(exc.value)
+    # the same pair with the qforms agreeing is aligned for both readers
+    same = _patched(tmp_path / "segmentation-2.nii", np.zeros((6, 5, 4), np.uint8), GEOMETRY, sform=2, qform=1)
+    assert check_pair(vol, same) is None and load_case(vol, same).mask is not None
+
+
+@pytest.mark.parametrize(("scode", "qcode", "reader"), [(1, 1, "sform"), (2, 1, "qform"), (0, 1, "qform"),
+                                                          (2, 0, "sform"), (4, 2, "qform")])  # fmt: skip
+def test_itk_affine_is_the_form_itk_chooses(tmp_path, scode, qcode, reader):
+    """The rule :func:`liverlib.io.itk_affine` reads from ITK itself (SimpleITK 2.5): the sform when sform_code is 1
+    or the qform is unset, else the qform; nibabel's ``img.affine`` is the sform whenever sform_code > 0."""
+    q = GEOMETRY.copy()
+    q[:3, 3] = [5.0, 6.0, 7.0]
+    path = tmp_path / "x.nii"
+    img = nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), GEOMETRY)
+    img.set_qform(q, code=qcode)
+    img.set_sform(GEOMETRY, code=scode)
+    nib.save(img, str(path))
+    assert np.allclose(lio.itk_affine(path), q if reader == "qform" else GEOMETRY, atol=1e-4)
+
+
+def test_the_shared_real_ct_and_its_labels_pass_every_geometry_check():
+    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct"
+    if not (real / "example_ct_sm.nii.gz").is_file():
+        pytest.skip("shared real CT not found at ../shared/data/real-ct (beside the repository)")
+    assert check_pair(real / "example_ct_sm.nii.gz", real / "example_seg.nii.gz") is None
+    assert load_case(real / "example_ct_sm.nii.gz").spacing == pytest.approx((3.0, 3.0, 3.0))
