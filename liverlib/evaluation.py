@@ -58,6 +58,11 @@ def evaluate(
     device = resolve_device(p.device)
     ckpt_path = model_dir(run, model_name) / "best.pt"
     ckpt = load_checkpoint(ckpt_path, map_location=device)
+    held = ckpt["config"].get("model")  # training records its model name in config["model"]
+    if held != model_name:  # another model's best.pt copied here would be scored and reported as this one
+        what = f"a {held!r} model" if held else "a checkpoint that records no model type"
+        raise RunError(f"{ckpt_path}: holds {what}, expected {model_name!r}; put {model_name}'s own best.pt there "
+                       f"or retrain it (notebook 03)")  # fmt: skip
     check_not_trained_on(ckpt, run.split_ids()["test"], ckpt_path)  # never score a model on volumes it trained on
     if ckpt["config"].get("image_size") != p.image_size or ckpt["config"].get("preprocess_key") != cfg.key:
         raise RunError(f"{ckpt_path}: trained on another image size or preprocessing than these parameters")

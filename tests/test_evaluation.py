@@ -154,6 +154,32 @@ def test_tables_have_the_papers_rows(background_run: Path) -> None:
     assert re.search(r"\|\s+2022 \|", md) and "2022.00" not in md
 
 
+@pytest.mark.reliability("'PATH/models/hybrid/best.pt: holds a 'unet_smp' model, expected 'hybrid'; put hybrid's own "
+                         "best.pt there or retrain it'", 1, "no metrics written")  # fmt: skip
+def test_evaluation_refuses_a_checkpoint_of_the_other_model_type(background_run: Path) -> None:
+    """unet_smp's best.pt copied into models/hybrid/ was scored and reported as ``"model": "hybrid"`` (exit 0)."""
+    from liverlib.run import RunError
+    from tests.tiny import share_prepared
+
+    share_prepared(background_run.parent, background_run.name, "swapped")
+    p = resolve(**TINY, output_root=str(background_run.parent), run_name="swapped")
+    run = RunDir.from_params(p)
+    out = model_dir(run, "hybrid")
+    out.mkdir(parents=True, exist_ok=True)
+    smp = build_model("unet_smp", image_size=p.image_size, encoder_weights=None)
+    save_checkpoint({"model": smp.state_dict(), "config": train_config(p, "unet_smp"), "epoch": 3,
+                     "metrics": {}, "split": run.split_ids()}, out / "best.pt")  # fmt: skip
+    with pytest.raises(RunError, match=r"holds a 'unet_smp' model, expected 'hybrid'") as exc:
+        stages.run_evaluation(p, progress=False)
+    assert str(out / "best.pt") in str(exc.value) and "\n" not in str(exc.value)
+    assert not (run.root / "summary.json").exists()
+    config = train_config(p, "hybrid")
+    del config["model"]
+    save_checkpoint({"model": {}, "config": config, "epoch": 3, "split": run.split_ids()}, out / "best.pt")
+    with pytest.raises(RunError, match="holds a checkpoint that records no model type, expected 'hybrid'"):
+        stages.run_evaluation(p, progress=False)
+
+
 def test_to_markdown_prints_undefined_as_a_dash() -> None:
     df = pd.DataFrame({"metric": ["a", "b"], "mean": [0.5, np.nan], "n": [3.0, 0.0]})
     md = tables.to_markdown(df)
