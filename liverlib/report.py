@@ -138,14 +138,17 @@ def _pct(x: Any) -> float:
 
 
 def table08_comparison(run: RunDir) -> pd.DataFrame:
-    """Table 8: the paper's rows as printed ("as reported") and this run's models ("same data").
+    """Table 8, like with like: the paper's rows as printed ("as reported") and this run's models ("same data").
 
-    The literature reports liver Dice per volume with liver = label ≥ 1 (LiTS), so this run's liver and tumor
-    columns are the per-case means over test volumes (LiTS rule); the per-slice ε-smoothed Dice (the paper's
-    own rule) and the tumor Dice over GT-positive slices stand beside them.
+    The main columns ``liver_dice_pct`` / ``tumor_dice_pct`` hold, for this run's models, the per-slice
+    ε-smoothed Dice: the level and rule of the paper's own row (mean over its 170 test slices), so per slice
+    stands beside per slice; ``level`` names it on every row (the paper does not say at which level the other
+    methods were scored). The per-volume Dice (LiTS rule: per-case mean, liver = label >= 1) and the tumor Dice
+    over GT-positive slices have columns of their own, undefined ("–") for the rows as reported.
     """
     rows = [{"reference": ref, "year": str(y), "method": m, "dataset": ds, "liver_dice_pct": lv, "tumor_dice_pct": tu,
-             "rule": "as reported", "note": note, "source": "as reported"}
+             "level": paper.TABLE8_LEVEL.get(m, "as reported (level not stated)"), "rule": "as reported",
+             "note": note, "source": "as reported"}
             for ref, y, m, ds, lv, tu, note in paper.LITERATURE]  # fmt: skip
     st = run_settings(run)
     data = "phantom (synthetic)" if st.get("data_dir") == "phantom" else "LiTS"
@@ -154,19 +157,27 @@ def table08_comparison(run: RunDir) -> pd.DataFrame:
         if not path.is_file():
             continue
         s = read_json(path)
-        pv, ps = s.get("per_volume", {}), s["per_slice"]
+        pv, ps, counts = s.get("per_volume", {}), s["per_slice"], s["counts"]
         rows.append({"reference": "this run", "year": "", "method": name, "dataset": f"{data}, same split",
-                     "liver_dice_pct": _pct(_mean(pv, "liver_dice_per_case")),
-                     "tumor_dice_pct": _pct(_mean(pv, "tumor_dice_per_case")),
-                     "rule": f"per volume (mean over {s['counts']['test_volumes']} test volumes), liver = label >= 1, "
-                             "tumor = label 2",
-                     "liver_dice_per_slice_pct": _pct(_mean(ps, "liver_dice_smoothed")),
-                     "tumor_dice_per_slice_pct": _pct(_mean(ps, "tumor_dice_smoothed")),
+                     "liver_dice_pct": _pct(_mean(ps, "liver_dice_smoothed")),
+                     "tumor_dice_pct": _pct(_mean(ps, "tumor_dice_smoothed")),
+                     "level": f"per slice (mean over {counts['test_slices']} test slices)",
+                     "rule": "ε-smoothed, all slices (the paper's rule); per-volume columns: per-case mean over "
+                             f"{counts['test_volumes']} test volumes, liver = label >= 1, tumor = label 2",
                      "tumor_dice_gt_positive_pct": _pct(_mean(ps, "tumor_dice_gt_positive")),
-                     "note": f"per slice ε-smoothed over {s['counts']['test_slices']} test slices; GT-positive over "
-                             f"{ps['tumor_dice_gt_positive']['n']}; {st.get('epochs')} epochs at {st.get('image_size')}²",
-                     "source": "same data"})  # fmt: skip
+                     "tumor_gt_positive_n": ps["tumor_dice_gt_positive"]["n"],
+                     "liver_dice_per_volume_pct": _pct(_mean(pv, "liver_dice_per_case")),
+                     "tumor_dice_per_volume_pct": _pct(_mean(pv, "tumor_dice_per_case")),
+                     "note": f"{_epochs(s, st)} epochs at {st.get('image_size')}²", "source": "same data"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _epochs(summary: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """Epochs the model of ``summary`` trained: the baseline's own count for the smp baseline."""
+    used = summary.get("provenance", {}).get("params", {}) or settings
+    if summary.get("model") == "unet_smp" and used.get("baseline_epochs"):
+        return used["baseline_epochs"]
+    return used.get("epochs", settings.get("epochs"))
 
 
 def render_setup_tables(run: RunDir) -> dict[str, pd.DataFrame]:
@@ -188,11 +199,12 @@ def render_tables(run: RunDir) -> None:
 
 
 def _md(path: Path) -> str:
-    return (
-        path.with_suffix(".md").read_text(encoding="utf-8")
-        if path.with_suffix(".md").is_file()
-        else "_(not produced)_\n"
-    )
+    """A table's Markdown, rebuilt from its CSV by :func:`tables.to_markdown` (one number format for all)."""
+    csv = path.with_suffix(".csv")
+    if csv.is_file():
+        return tables.to_markdown(pd.read_csv(csv), FLOATFMT.get(csv.stem[:7], ".4f"))
+    md = path.with_suffix(".md")
+    return md.read_text(encoding="utf-8") if md.is_file() else "_(not produced)_\n"
 
 
 def _f(x: Any, nd: int = 4) -> str:
@@ -202,13 +214,74 @@ def _f(x: Any, nd: int = 4) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:.{nd}f}"
 
 
-def _cell(e: dict[str, Any] | None, std: bool = False) -> str:
-    """mean (± std) with n, and how many slices were left out."""
-    if not e:
+def headline_table(t6: pd.DataFrame) -> list[str]:
+    """The report's test table as Markdown lines: Table 6's rows (:func:`tables.table06_test`), so the paper's
+    values sit beside the same rows in both (its derived IoU and F1 beside our derived ones); ours as
+    mean ± SD (n, slices left out), the paper's as printed."""
+    lines = ["| metric | liver (ours) | liver (paper) | tumor (ours) | tumor (paper) |", "|---|---|---|---|---|"]
+    for r in t6.to_dict("records"):
+        cells = [f"{ours} | {_as_printed(r.get(f'paper_{c}'), r.get(f'paper_{c}_std')) if ours else ''}"
+                 for c in ("liver", "tumor") for ours in [_ours(r, c)]]  # fmt: skip
+        lines.append(f"| {r['metric']} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _ours(r: dict[str, Any], cls: str) -> str:
+    """One class's cell of a Table 6 row: mean ± SD (n, left out); blank where the row has no such class."""
+    n = r.get(f"{cls}_n")
+    if cls == "tumor" and "all classes" in r["metric"]:
+        return ""  # one value for all classes (pixel accuracy), in the liver column as in Table 6
+    if n is None or (isinstance(n, float) and np.isnan(n)):
         return tables.MISSING
-    out = _f(e.get("mean")) + (f" ± {_f(e.get('std'))}" if std and e.get("n", 0) > 1 else "")
-    extra = f"n={e.get('n')}" + (f", {e['undefined']} left out" if e.get("undefined") else "")
-    return f"{out} ({extra})"
+    std = r.get(f"{cls}_std")
+    out = _f(r.get(f"{cls}_mean")) + (f" ± {_f(std)}" if n > 1 and std is not None and np.isfinite(std) else "")
+    left = r.get(f"{cls}_undefined")
+    return f"{out} (n={int(n)}" + (f", {int(left)} left out)" if left and np.isfinite(left) else ")")
+
+
+def _as_printed(mean: Any, std: Any) -> str:
+    """A paper value as printed (``0.92``, ``0.9157 ± 0.1223``, at least 2 decimals), "–" when it gives none."""
+
+    def txt(v: float) -> str:
+        whole, _, frac = f"{v:.4f}".rstrip("0").partition(".")
+        return f"{whole}.{frac.ljust(2, '0')}"
+
+    if mean is None or not np.isfinite(mean):
+        return tables.MISSING
+    return txt(mean) + (f" ± {txt(std)}" if std is not None and np.isfinite(std) else "")
+
+
+def empty_credit_note(summary: dict[str, Any], who: str = "The model") -> str | None:
+    """A sentence when the model found no tumor (GT-positive tumor Dice ≈ 0), else None: its ε-smoothed tumor
+    Dice is then all empty-slice credit, the tumor-free test slices where it predicted none (each scores 1).
+
+    ``summary`` is a ``summary.json`` (an empty dict gives None).
+    """
+    ps = summary.get("per_slice", {})
+    gp, sm = ps.get("tumor_dice_gt_positive") or {}, ps.get("tumor_dice_smoothed") or {}
+    if not gp.get("n") or gp.get("mean") is None or gp["mean"] >= 1e-3:
+        return None
+    slices = summary.get("counts", {}).get("test_slices", sm.get("n"))
+    predicted = (ps.get("tumor_precision") or {}).get("n")
+    found = "predicted no tumor on any test slice" if predicted == 0 else (
+        f"found no tumor on any of the {gp['n']} test slices whose ground truth holds tumor")  # fmt: skip
+    head = f"{who} {found} (tumor Dice over GT-positive slices {_f(gp['mean'])})"
+    credit = round((sm.get("mean") or 0.0) * slices)  # every other slice scores ~0
+    if credit == 0:
+        return f"**Tumor: none found.** {head}; its tumor Dice is 0 by either rule."
+    return (f"**Tumor: all empty-slice credit.** {head}. Its ε-smoothed tumor Dice of {_f(sm.get('mean'))} is "
+            f"credit for the {credit} of {slices} test slices that hold no tumor and where it predicted none (each "
+            "scores 1), not tumor it found.")  # fmt: skip
+
+
+def notebook_links(run: RunDir) -> list[str]:
+    """Markdown lines linking the HTML renderings of the executed notebooks (``html/<notebook>.html``) that exist."""
+    pages = sorted((run.root / "html").glob("*.html"))
+    if not pages:
+        return []
+    return ["## The notebooks, executed (HTML)", "",
+            "Each notebook of this run as it ran, readable without Jupyter:", "",
+            *(f"- [{p.stem}](html/{p.name})" for p in pages), ""]  # fmt: skip
 
 
 def _parameters(training: dict[str, Any]) -> str:
@@ -231,15 +304,14 @@ def write_report(run: RunDir, p: Params | None = None) -> Path:
     study = _read(run.root / "study.json")
     training = _read(run.root / "training.json")
     prov = s["provenance"]
-    ps, pv, nat = s["per_slice"], s.get("per_volume", {}), s.get("per_slice_native", {})
+    pv = s.get("per_volume", {})
     wall = study.get("notebooks", {})
     nvol = s["counts"]["test_volumes"]
     ci, cl = s["confidence_intervals"], s.get("cluster_bootstrap", {})
     rl = s.get("resize_loss", {})
     phantom = st.get("data_dir") == "phantom"
 
-    def row(label: str, key: str, paper_l: str, paper_t: str, src: dict[str, Any] = ps, std: bool = False) -> str:
-        return f"| {label} | {_cell(src.get(f'liver_{key}'), std)} | {paper_l} | {_cell(src.get(f'tumor_{key}'), std)} | {paper_t} |"
+    ref, pci = paper.SETTINGS, paper.CI95
 
     def interval(d: dict[str, Any] | None) -> str:
         return f"[{_f((d or {}).get('low'), 3)}, {_f((d or {}).get('high'), 3)}]"
@@ -252,32 +324,30 @@ def write_report(run: RunDir, p: Params | None = None) -> Path:
         f"- Data: `{st.get('data_dir')}`" + (" (the embedded synthetic LiTS-like phantom, not real CT)" if phantom else ""),
         f"- Split (by volume, seed {st.get('seed')}): see Table 3 below; {nvol} test volumes, {s['counts']['test_slices']} test slices",
         f"- Model: {training.get('model') or st.get('model')}, {_parameters(training)}; {st.get('epochs')} epochs "
-        f"(paper: 100; {training.get('epochs', 'n/a')} completed), image size {st.get('image_size')} (paper: 256), batch "
-        f"{st.get('batch_size')} (paper: 8), lr {st.get('lr', float('nan')):g} (paper: 1e-4); best epoch {s['checkpoint_epoch']} (paper: 98)",
+        f"(paper: {ref['epochs']}; {training.get('epochs', 'n/a')} completed), image size {st.get('image_size')} (paper: "
+        f"{ref['image_size']}), batch {st.get('batch_size')} (paper: {ref['batch_size']}), lr {st.get('lr', float('nan')):g} "
+        f"(paper: {ref['lr']:g}); best epoch {s['checkpoint_epoch']} (paper: {ref['best_epoch']})",
         f"- Preprocessing: CLAHE {st.get('use_clahe')}, gamma {st.get('use_gamma')}, 8-bit quantisation "
         f"{st.get('quantize_8bit', True)}, HU window {st.get('hu_window') or 'none'}",
         f"- Hardware: {prov['device']}; torch {prov['versions'].get('torch')}; training time "
-        f"{_f(training.get('train_seconds', float('nan')) / 60, 1)} min (paper: 4.02 h on a Tesla T4)",
+        f"{_f(training.get('train_seconds', float('nan')) / 60, 1)} min (paper: {paper.TRAINING['hours_100_epochs']} h on a Tesla T4)",
         f"- Wall time per notebook (s): {', '.join(f'{k}: {v}' for k, v in wall.items()) or 'n/a'}",
         f"- Git commit: `{prov.get('git_commit')}`", "",
+        *notebook_links(run),
         "## Test results beside the paper", "",
         "Per slice (as the paper): means over the test split's curated slices at the model's resolution, with n = the "
         "slices each mean is over. Dice and IoU are shown two ways: ε-smoothed over all slices (a slice with no tumor in "
         "truth and prediction scores 1: the paper-comparable value, which flatters a model that misses tumor) and over "
         "GT-positive slices only (slices whose ground truth holds the class). Precision, recall and F1 leave out (and "
         "count) every slice whose denominator is zero — precision a slice with nothing predicted, recall a slice with "
-        "nothing true — never scoring it 1; '–' = undefined (no slice left). IoU is counted, not derived from Dice.", "",
-        "| metric | liver (ours) | liver (paper) | tumor (ours) | tumor (paper) |", "|---|---|---|---|---|",
-        row("Dice, ε-smoothed, all slices (paper-comparable)", "dice_smoothed", "0.9157 ± 0.1223", "0.8103 ± 0.3037", std=True),
-        row("Dice, GT-positive slices", "dice_gt_positive", "–", "–", std=True),
-        row("IoU, counted, ε-smoothed, all slices", "iou", "0.8447 (derived from Dice)", "0.6809 (derived from Dice)"),
-        row("IoU, counted, GT-positive slices", "iou_gt_positive", "–", "–"),
-        row("Precision (slices with a prediction)", "precision", "0.92", "0.78"),
-        row("Recall (slices with ground truth)", "recall", "0.91", "0.82"),
-        row("F1, counted (slices with either)", "f1", "0.915", "0.800"),
-        *([row("Dice, ε-smoothed, all slices, native resolution", "dice_smoothed", "–", "–", src=nat),
-           row("Dice, GT-positive slices, native resolution", "dice_gt_positive", "–", "–", src=nat)] if nat else []),
-        f"| Pixel accuracy (all classes) | {_cell(ps.get('pixel_accuracy'))} | 0.9920 | | |", "",
+        "nothing true — never scoring it 1; '–' = undefined (no slice left). IoU is counted, not derived from Dice; "
+        "the paper's IoU and F1 were derived (from mean Dice, from mean precision and recall) and stand beside the "
+        "rows derived the same way, as in Table 6.", "",
+        f"**±** is the standard deviation over the n slices of the cell (mean ± SD), not a confidence interval (those are "
+        f"under Statistics); the paper's ± is the standard deviation over its {paper.TEST_SLICES} test slices.", "",
+        *headline_table(tables.table06_test(s)), "",
+        *(f"{note}\n" for note in (empty_credit_note(s), empty_credit_note(_read(run.root / "models/unet_smp/summary.json"),
+                                                                         "The smp U-Net baseline")) if note),
     ]  # fmt: skip
     if rl:
         lines += [
@@ -296,7 +366,8 @@ def write_report(run: RunDir, p: Params | None = None) -> Path:
            if nvol < MIN_VOLUMES else "Intervals over volumes resample the unit that was sampled."), "",
         "| 95% interval of mean Dice | liver | tumor | paper liver | paper tumor |", "|---|---|---|---|---|",
         f"| slice bootstrap, ε-smoothed (the paper's method, {ci['liver_dice_smoothed']['resamples']} resamples) | "
-        f"{interval(ci['liver_dice_smoothed'])} | {interval(ci['tumor_dice_smoothed'])} | [0.897, 0.934] | [0.765, 0.856] |",
+        f"{interval(ci['liver_dice_smoothed'])} | {interval(ci['tumor_dice_smoothed'])} | "
+        f"{interval(dict(zip(('low', 'high'), pci['liver_dice'])))} | {interval(dict(zip(('low', 'high'), pci['tumor_dice'])))} |",
         f"| slice bootstrap, GT-positive slices | {interval(ci.get('liver_dice_gt_positive'))} | "
         f"{interval(ci.get('tumor_dice_gt_positive'))} | – | – |",
         f"| cluster bootstrap over volumes, ε-smoothed | {interval(cl.get('liver_dice_smoothed'))} | "
@@ -306,7 +377,7 @@ def write_report(run: RunDir, p: Params | None = None) -> Path:
         f"| per-volume Dice (LiTS rule), bootstrap over volumes | {interval(pv.get('liver_dice_per_case', {}).get('ci95'))} | "
         f"{interval(pv.get('tumor_dice_per_case', {}).get('ci95'))} | – | – |", "",
         f"Paired t-test liver vs tumor Dice over test slices (the paper's test; n = {tt.get('n')} slices, not independent): "
-        f"t = {_f(tt.get('t'), 2)}, p = {_f(tt.get('p'), 4)} (paper: t = 4.36, p < 0.001). Wilcoxon signed-rank, liver vs "
+        f"t = {_f(tt.get('t'), 2)}, p = {_f(tt.get('p'), 4)} (paper: t = {paper.TTEST['t']}, p {paper.TTEST['p']}). Wilcoxon signed-rank, liver vs "
         f"tumor per-volume Dice, paired by volume: "
         + (f"W = {_f(wx.get('statistic'), 1)}, p = {_f(wx.get('p'), 4)}, n = {wx.get('n')} volumes."
            if wx.get("run") else f"{wx.get('note', 'not run')}."), "",
@@ -348,7 +419,7 @@ def write_report(run: RunDir, p: Params | None = None) -> Path:
         "## How this run differs from the paper", "",
         "- " + ("Data: the embedded phantom is synthetic; its numbers show the pipeline works, not clinical accuracy."
                 if phantom else "Data: the paper did not name its 11 volumes; ours are listed in Table 3."),
-        f"- Training: {st.get('epochs')} epochs at {st.get('image_size')}² on {prov['device']} vs 100 epochs at 256² on a T4.",
+        f"- Training: {st.get('epochs')} epochs at {st.get('image_size')}² on {prov['device']} vs {ref['epochs']} epochs at {ref['image_size']}² on a T4.",
         "- Metrics: the paper derived IoU from Dice and did not state its empty-slice rule; we count IoU, report tumor Dice "
         "ε-smoothed and over GT-positive slices, leave zero-denominator slices out of precision/recall/F1, and add "
         "LiTS-style per-volume metrics. Per-slice Dice is not comparable with LiTS per-case Dice (docs/metrics.md).",

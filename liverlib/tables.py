@@ -19,12 +19,28 @@ MISSING = "–"
 """How an undefined value (no slice to average, or no paper value) is printed."""
 
 
+WHOLE_NAMES = ("n", "epoch", "epochs", "best_epoch", "year", "undefined", "parameters", "paper_parameters", "slices",
+               "volumes", "volume_id", "slice_idx", "resamples", "volumes_built", "volumes_reused", "bytes")  # fmt: skip
+"""Columns shown as integers when every value is whole (besides integer dtypes)."""
+WHOLE_SUFFIXES = ("_n", "_px", "_undefined", "_slices", "_volumes", "_count", "_epoch")
+
+
+def is_whole_column(name: Any, values: pd.Series) -> bool:
+    """True when column ``name`` holds counts: an integer dtype, or a count-like name (:data:`WHOLE_NAMES`,
+    :data:`WHOLE_SUFFIXES`) whose numbers are all whole."""
+    if values.dtype.kind in "iu":
+        return True
+    if not (str(name) in WHOLE_NAMES or str(name).endswith(WHOLE_SUFFIXES)):
+        return False
+    nums = pd.to_numeric(values, errors="coerce").dropna()
+    return len(nums) > 0 and bool((nums == np.round(nums)).all())
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """Markdown of a table with NaN/None printed as :data:`MISSING` and counts and years as integers."""
     d = df.copy()
     for c in d.columns:
-        whole = str(c).endswith(("_n", "_undefined")) or str(c) in ("n", "undefined", "year", "epoch", "epochs")
-        if whole and d[c].dtype.kind == "f" and np.all(np.isnan(d[c]) | (d[c] == np.round(d[c]))):
+        if d[c].dtype.kind == "f" and is_whole_column(c, d[c]):
             d[c] = [None if np.isnan(v) else str(int(v)) for v in d[c]]  # tabulate prints "2022", not "2022.00"
     d = d.astype(object).where(d.notna(), None)
     return d.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING) + "\n"
@@ -56,14 +72,16 @@ def table01_architecture(image_size: int = 256, trained_size: int | None = None)
 
 def table02_loss(p: Mapping[str, Any]) -> pd.DataFrame:
     """Table 2 (loss components) from the run's settings (``report.run_settings``), the paper's beside."""
+    ref = paper.LOSS
     return pd.DataFrame([
         {"loss": "Cross-entropy", "formula": "-sum_c y_c log p_c (no class weights)", "weight": p["ce_weight"],
-         "settings": "", "paper_weight": 1.0, "paper_settings": ""},
+         "settings": "", "paper_weight": ref["ce_weight"], "paper_settings": ""},
         {"loss": "Dice", "formula": "1 - (2|P∩G| + eps) / (|P| + |G| + eps), softmax, mean over classes",
-         "weight": p["dice_weight"], "settings": f"eps={p['dice_eps']:g}", "paper_weight": 1.0, "paper_settings": "eps=1e-6"},
+         "weight": p["dice_weight"], "settings": f"eps={p['dice_eps']:g}", "paper_weight": ref["dice_weight"],
+         "paper_settings": f"eps={ref['dice_eps']:g}"},
         {"loss": "Focal (softmax)", "formula": "-alpha (1 - p_t)^gamma log p_t", "weight": p["focal_weight"],
-         "settings": f"alpha={p['focal_alpha']:g}, gamma={p['focal_gamma']:g}", "paper_weight": 0.5,
-         "paper_settings": "alpha=0.25, gamma=2.0"},
+         "settings": f"alpha={p['focal_alpha']:g}, gamma={p['focal_gamma']:g}", "paper_weight": ref["focal_weight"],
+         "paper_settings": f"alpha={ref['focal_alpha']:g}, gamma={ref['focal_gamma']:g}"},
     ])  # fmt: skip
 
 
@@ -72,19 +90,24 @@ _T5 = {"val_liver_dice": "val_liver_dice_smoothed", "val_tumor_dice": "val_tumor
 
 
 def table05_training(history: pd.DataFrame, best_epoch: int) -> pd.DataFrame:
-    """Table 5: epochs 1, 10, 20, …, the last and the run's best, the paper's values beside (same epoch), and
-    always the paper's best row (epoch 98). Validation Dice is ε-smoothed over all validation slices; the
-    GT-positive tumor Dice and its n are shown when ``history.csv`` logs them."""
+    """Table 5: every epoch of this run, and every epoch the paper's Table 5 lists (1, 10, 20, …, 100 and its
+    best, 98), one row per epoch, the paper's values beside ours at the same epoch ("–" where one side has no
+    such epoch). ``note`` names this run's best (lowest validation loss) and last epoch and the paper's best.
+    Validation Dice is ε-smoothed over all validation slices; the GT-positive tumor Dice and its n are shown
+    when ``history.csv`` logs them."""
     last = int(history.epoch.max())
-    wanted = sorted({1, last, best_epoch, *range(10, last + 1, 10)})
-    h = history[history.epoch.isin(wanted)].copy()
-    h.insert(1, "note", ["best" if e == best_epoch else ("last" if e == last else "") for e in h.epoch])
+    h = history.copy()
+    h["epoch"] = h["epoch"].astype(int)
     cols = ["paper_train_loss", "paper_val_loss", "paper_val_acc", "paper_liver_dice", "paper_tumor_dice"]
-    for i, c in enumerate(cols):
-        h[c] = [paper.TABLE5[e][i] if e in paper.TABLE5 else np.nan for e in h.epoch]
-    if paper.BEST_EPOCH not in set(h.epoch):
-        row = {"epoch": paper.BEST_EPOCH, "note": "paper's best", **dict(zip(cols, paper.TABLE5[paper.BEST_EPOCH]))}
-        h = pd.concat([h, pd.DataFrame([row])], ignore_index=True)
+    ref = pd.DataFrame([{"epoch": e, **dict(zip(cols, v, strict=True))} for e, v in paper.TABLE5.items()])
+    h = h.merge(ref, on="epoch", how="outer").sort_values("epoch", kind="stable").reset_index(drop=True)
+
+    def note(e: int) -> str:
+        flags = (("best", e == best_epoch), ("last", e == last), ("paper only", e not in set(history.epoch)),
+                 ("paper's best", e == paper.BEST_EPOCH))  # fmt: skip
+        return "; ".join(word for word, hit in flags if hit)
+
+    h.insert(1, "note", [note(int(e)) for e in h.epoch])
     h = h.rename(columns=_T5)
     keep = ["epoch", "note", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice_smoothed",
             "val_tumor_dice_smoothed", "val_tumor_dice_gt_positive", "val_tumor_gt_positive_n", "val_liver_iou",
@@ -177,4 +200,5 @@ def table05_caption(settings: Mapping[str, Any]) -> str:
     g = settings.get
     return (f"{g('model', 'n/a')}, {g('epochs', 'n/a')} epochs at {g('image_size', 'n/a')}², batch {g('batch_size', 'n/a')}, "
             f"lr {g('lr', float('nan')):g}, seed {g('seed', 'n/a')} (from {g('_source', 'the run files')}); "
-            "paper: 100 epochs at 256², batch 8, lr 1e-4")  # fmt: skip
+            f"paper: {paper.SETTINGS['epochs']} epochs at {paper.SETTINGS['image_size']}², batch "
+            f"{paper.SETTINGS['batch_size']}, lr {paper.SETTINGS['lr']:g}")  # fmt: skip
