@@ -77,7 +77,7 @@ UNEVEN = list(range(21, 40, 2))
                          "3.20 mm between slice-0019.dcm and slice-0021.dcm ...; pass --resample-dicom'; no ITK "
                          "warning", 2, "nothing written")  # fmt: skip
 def test_a_series_with_a_missing_middle_slice_is_refused_naming_the_series_and_the_gap(tmp_path, checkpoint, capfd):
-    """A series with one missing middle slice: read as one even grid, slices were up to 0.8 mm off (exit 0)."""
+    """A series with one missing middle slice (read as one even grid: slices up to 0.8 mm off, exit 0)."""
     _, uid = write(tmp_path / "missing", drop=[20])
     out = tmp_path / "mask.nii.gz"
     code = main(["segment", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "missing"), "--output", str(out),
@@ -92,10 +92,11 @@ def test_a_series_with_a_missing_middle_slice_is_refused_naming_the_series_and_t
 
 @pytest.mark.reliability("refused as above; with --resample-dicom: exit 0, the printed line and the report say "
                          "'resampled (--resample-dicom): 31 unevenly spaced slices ... onto 41 slices of 1.60 mm'",
-                         0, "with --resample-dicom: the mask on the even grid, at the slices' true positions")  # fmt: skip
+                         0, "with --resample-dicom: the mask on an even grid at the slices' true places")  # fmt: skip
 def test_uneven_spacing_is_refused_or_resampled_onto_the_true_geometry(tmp_path, checkpoint, capfd):
-    """A series of 1.6 mm slices whose upper half is at 3.2 mm: ITK stacked it on an even 2.13 mm grid (exit 0),
-    a slice 10.7 mm off and the liver volume wrong."""
+    """A 1.6 mm series whose upper half is at 3.2 mm (ITK stacked it at an even 2.13 mm: a slice 10.7 mm off).
+
+    Read that way (exit 0) the liver volume was wrong; resampled it equals the full 1.6 mm series'."""
     kept, uid = write(tmp_path / "uneven", drop=UNEVEN)
     write(tmp_path / "full")
     args = ["segment", "--checkpoint", str(checkpoint), "--device", "cpu", "--no-postprocess"]

@@ -448,8 +448,7 @@ GEOMETRY = np.diag([0.8, 0.8, 3.0, 1.0])
                          "nothing read, nothing written")  # fmt: skip
 @pytest.mark.parametrize("value", [0.0, -3.0, float("nan")])
 def test_zero_negative_or_nan_spacing_is_refused_naming_the_file(tmp_path, value, capfd):
-    """pixdim[3] = 0 in a qform-only file: nibabel set it to 1 mm and segment reported a third of the liver (exit 0);
-    a NaN pixdim failed with LinAlgError: SVD did not converge."""
+    """pixdim[3] 0, -3 or NaN, qform only (0: nibabel took 1 mm, a third of the liver, exit 0; NaN: LinAlgError)."""
     vol = _patched(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=0, qform=1,
                    pixdim={3: value})  # fmt: skip
     seg = _patched(tmp_path / "segmentation-1.nii", np.zeros((6, 5, 4), np.uint8), GEOMETRY, sform=0, qform=1)
@@ -468,7 +467,7 @@ def test_zero_negative_or_nan_spacing_is_refused_naming_the_file(tmp_path, value
                          "nothing read, nothing written")  # fmt: skip
 @pytest.mark.parametrize("qform", [0, 1])
 def test_a_zero_or_nan_sform_column_is_refused_naming_the_file(tmp_path, qform):
-    """A zero sform column failed with KeyError: 2 (and ITK refuses the file: no orthonormal definition)."""
+    """A zero or NaN sform column (was KeyError: 2; ITK refuses the file: no orthonormal definition)."""
     zero = GEOMETRY.copy()
     zero[:, 2] = 0.0
     vol = _patched(tmp_path / "volume-1.nii", np.zeros((6, 5, 4), np.int16), GEOMETRY, sform=1, qform=qform,
@@ -490,10 +489,11 @@ def test_a_zero_or_nan_sform_column_is_refused_naming_the_file(tmp_path, qform):
 
 @pytest.mark.reliability("'image and mask affines differ as ITK reads them (3D Slicer, ITK-SNAP): their qforms "
                          "differ and ITK places the mask (-40.0, 25.0, 60.0) mm (LPS) from the image ...'", None,
-                         "curation rejects the pair with that reason; load_case refuses it naming both files")  # fmt: skip
+                         "curation rejects the pair with that reason; load_case names both files")  # fmt: skip
 def test_an_image_and_mask_whose_qform_alone_differs_are_refused(tmp_path):
-    """Image and mask with the same sform (code 2) but qforms 40/-25/60 mm apart were scored as aligned: nibabel
-    takes the sform, ITK (so 3D Slicer and ITK-SNAP) the qform."""
+    """Image and mask whose qforms alone differ by 40/-25/60 mm (sform_code 2: nibabel aligned, ITK apart; scored).
+
+    nibabel takes the sform, ITK (so 3D Slicer and ITK-SNAP) the qform."""
     import SimpleITK as sitk
 
     shifted = GEOMETRY.copy()
