@@ -21,7 +21,7 @@ from liverlib.ablation import ARM_LABELS, ARMS, prepare_arm, table04
 from liverlib.checkpoint import attach_normalization, load_checkpoint, save_checkpoint
 from liverlib.io import load_case
 from liverlib.labels import LABELS
-from liverlib.params import PREPROCESS_KEYS, ParamError, resolve
+from liverlib.params import PREPROCESS_KEYS, ParamError, Params, resolve
 from liverlib.preprocess import (
     STATS_FILE,
     CTStats,
@@ -36,7 +36,7 @@ from liverlib.preprocess import (
     resize_image,
     stats_from_histogram,
 )
-from liverlib.run import RunError, read_json, write_json
+from liverlib.run import RunDir, RunError, read_json, write_json
 from tests.conftest import write_nifti
 from tests.tiny import TINY_RUN, prepare
 
@@ -286,15 +286,22 @@ def test_checkpoint_without_matching_stats_is_refused(tmp_path):
 # --- the arm through the tiny study --------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~1 min on 2 busy cores: training and evaluation of the arm
-def test_ct_norm_arm_runs_through_the_tiny_study(tmp_path):
-    """Main run curated (tiny.prepare), then the ct_norm arm's 02 → 03 → 04 in ablation/ct_norm/, then Table 4."""
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Params, Path]:
+    """Main run ``main`` curated and cached (tiny.prepare), its ct_norm arm made and preprocessed (no figures):
+    (main parameters, arm parameters, the arm's run folder)."""
+    root = tmp_path_factory.mktemp("ct_norm_arm")
     p = prepare(resolve(**TINY_RUN, epochs=1, bootstrap_resamples=20, eval_batch_size=8, ablation_arms=["ct_norm"],
-                        output_root=str(tmp_path), run_name="main"))  # fmt: skip
+                        output_root=str(root), run_name="main"))  # fmt: skip
     values, arm_root = prepare_arm(p, "ct_norm")
     pa = resolve(**values)
-    assert pa.normalization == "ct_norm" and not pa.use_clahe and not pa.use_gamma
     stages.run_preprocessing(pa, progress=False, figures_too=False)
+    return p, pa, arm_root
+
+
+def test_arm_preprocessing_takes_the_training_split_statistics(arm):
+    _, pa, arm_root = arm
+    assert pa.normalization == "ct_norm" and not pa.use_clahe and not pa.use_gamma
     info = read_json(arm_root / "preprocess.json")
     splits = read_json(arm_root / "splits.json")["splits"]
     stats = CTStats.from_dict(info["normalization"])
@@ -302,13 +309,37 @@ def test_ct_norm_arm_runs_through_the_tiny_study(tmp_path):
     volumes = pd.read_csv(arm_root / "volumes.csv", keep_default_na=False)
     fg = _foreground(volumes[volumes.split != ""])
     assert stats.voxels == fg.size and stats.mean == pytest.approx(fg.mean(), rel=1e-12)
-    cache = SliceCache(info["cache_dir"])
-    assert 0.0 <= float(np.min(cache.image(splits["test"][0]))) and float(np.max(cache.image(splits["test"][0]))) <= 1.0
+    test_image = SliceCache(info["cache_dir"]).image(splits["test"][0])
+    assert 0.0 <= float(np.min(test_image)) and float(np.max(test_image)) <= 1.0
 
+
+def test_figs_3_4_of_the_arm_with_its_statistics(arm):
+    """Figs. 3–4 draw the ct_norm stages once the statistics are attached (PreprocessConfig.with_stats)."""
+    _, pa, arm_root = arm
+    cfg = PreprocessConfig.from_params(pa).with_stats(read_json(arm_root / "preprocess.json")["normalization"])
+    out = stages.render_fig03_04(RunDir.from_params(pa), cfg)
+    assert list(out["stages"]) == ["original", "normalised"]
+    assert (arm_root / "figures/fig03_preprocessing_pipeline.png").is_file()
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="stages.run_preprocessing draws Figs. 3-4 with the "
+                   "parameters' config, which has no ct_norm statistics; it needs render_fig03_04(run, "
+                   "cfg.with_stats(stats.get('normalization'))) (stages.py's owner). Remove this mark then.")  # fmt: skip
+def test_notebook_02_of_the_arm_draws_its_figures(arm):
+    _, pa, arm_root = arm
+    stages.run_preprocessing(pa, progress=False)
+    assert (arm_root / "figures/fig04_intensity_histograms.png").is_file()
+
+
+@pytest.mark.slow  # ~1 min on 2 busy cores: training and evaluation of the arm
+def test_ct_norm_arm_trains_evaluates_and_enters_table_4(arm):
+    """The arm's 03 → 04 in ablation/ct_norm/; its checkpoints carry the statistics segment applies; Table 4."""
+    p, pa, arm_root = arm
+    stats = CTStats.from_dict(read_json(arm_root / "preprocess.json")["normalization"])
     stages.run_training(pa, progress=False)
     best = load_checkpoint(arm_root / "models/hybrid/best.pt")
     last = load_checkpoint(arm_root / "models/hybrid/last.pt")
-    assert best["normalization"] == last["normalization"] == info["normalization"]
+    assert best["normalization"] == last["normalization"] == stats.as_dict()
     assert seg.preprocess_config(best).ct_stats == stats  # what segment will apply to a user's CT
     stages.run_evaluation(pa, progress=False)
 
