@@ -52,6 +52,22 @@ def attach_normalization(state: dict[str, Any], path: Path) -> dict[str, Any]:
     return {**state, "normalization": stats}
 
 
+def check_normalization(ckpt: dict[str, Any], run_root: Path, source: str | Path) -> None:
+    """Refuse to score a ``ct_norm`` checkpoint on a cache normalised with other statistics than it trained on
+    (after a re-curation whose new test volumes it never saw, the leak check alone would let it through).
+
+    Raises:
+        RunError: the checkpoint's ``normalization`` differs from the run's ``preprocess.json`` (or either is missing).
+    """
+    if (ckpt.get("config") or {}).get("normalization") != "ct_norm":
+        return
+    info_path = Path(run_root) / "preprocess.json"
+    cache = read_json(info_path).get("normalization") if info_path.is_file() else None
+    if not ckpt.get("normalization") or ckpt["normalization"] != cache:
+        raise RunError(f"{source}: trained with ct_norm statistics {ckpt.get('normalization')}, but the cache of "
+                       f"{info_path} holds {cache}; retrain (rerun notebook 03 with overwrite: true)")  # fmt: skip
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temp file, then rename: a crash never leaves a half-written checkpoint. A ``ct_norm``
     model's checkpoint gets its training statistics (:func:`attach_normalization`)."""

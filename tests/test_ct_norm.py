@@ -7,6 +7,7 @@ every checkpoint, and ``segment`` applies the checkpoint's; the arm runs through
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import liverlib.preprocess as pre
 import liverlib.segment as seg
 from liverlib import stages
 from liverlib.ablation import ARM_LABELS, ARMS, prepare_arm, table04
-from liverlib.checkpoint import attach_normalization, load_checkpoint, save_checkpoint
+from liverlib.checkpoint import attach_normalization, check_normalization, load_checkpoint, save_checkpoint
 from liverlib.io import load_case
 from liverlib.labels import LABELS
 from liverlib.params import PREPROCESS_KEYS, ParamError, Params, resolve
@@ -281,6 +282,21 @@ def test_checkpoint_without_matching_stats_is_refused(tmp_path):
         save_checkpoint({**bare, "split": {"train": [7]}}, out / "best.pt")
     plain = {"model": {}, "config": {**config, "normalization": "minmax"}}
     assert attach_normalization(plain, tmp_path / "x.pt") is plain  # min-max checkpoints are left as they are
+
+
+def test_evaluation_check_refuses_a_checkpoint_of_other_statistics(tmp_path):
+    """check_normalization: a ct_norm model is scored only on a cache normalised with its own statistics."""
+    config = {**SEG_CONFIG, "split": {"train": [1, 2]}}
+    out = _run_with_stats(tmp_path / "run", SEG_STATS)
+    save_checkpoint({"model": {}, "config": config, "epoch": 1}, out / "best.pt")
+    ckpt = load_checkpoint(out / "best.pt")
+    check_normalization(ckpt, tmp_path / "run", "best.pt")  # same statistics: passes
+    _run_with_stats(tmp_path / "run", dataclasses.replace(SEG_STATS, mean=400.0))  # notebook 02 rerun on a new split
+    with pytest.raises(RunError, match="best.pt: trained with ct_norm statistics .* but the cache of"):
+        check_normalization(ckpt, tmp_path / "run", "best.pt")
+    check_normalization(
+        {"config": {"normalization": "minmax"}}, tmp_path / "nowhere", "x.pt"
+    )  # min-max: nothing to check
 
 
 # --- the arm through the tiny study --------------------------------------------------------------
