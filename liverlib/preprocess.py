@@ -444,7 +444,8 @@ def build_cache(
             raise ValueError(f"ct_norm: the given statistics {cfg.ct_stats} are not the training split's {stats}")
         cfg = cfg.with_stats(stats)
         extra["normalization"] = stats.as_dict()
-        read_s += time.perf_counter() - t0 if computed else 0.0
+        if computed:  # the training volumes were read once more for them
+            read_s += time.perf_counter() - t0
     for r in tqdm(list(volumes.itertuples()), desc=f"cache {cfg.key}", unit="vol", disable=not progress):
         img_p, mask_p = root / f"{int(r.volume_id)}_image.npy", root / f"{int(r.volume_id)}_mask.npy"
         if img_p.is_file() and mask_p.is_file():
