@@ -14,9 +14,9 @@ PORT   ?= 8888
 PROFILE ?= smoke
 ARGS   ?=
 
-.PHONY: study test test-fast install lab constraints bench lint reliability-doc clean-outputs
+.PHONY: study test test-fast install git-filter browser lab constraints bench lint reliability-doc clean-outputs
 
-install: $(STAMP)
+install: $(STAMP) git-filter
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,14 +25,35 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-study: $(STAMP)
+# Outputs never enter a commit: nbstripout as this checkout's git filter (in .git/config and .git/info/attributes,
+# nothing tracked; idempotent; skipped outside a git checkout). --keep-id keeps the stored notebooks' cell ids, so a
+# stored notebook (no outputs) is its own stripped form and `git status` stays clean.
+NBSTRIPOUT := "$(abspath $(BIN))/python" -m nbstripout --keep-id
+git-filter: $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		$(BIN)/nbstripout --install && \
+		git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
+		git config diff.ipynb.textconv '$(NBSTRIPOUT) -t'; \
+	fi
+
+# The browser test (tests/test_jupyterlab.py) drives Debian's Chromium with Playwright (no browser download):
+# installed with apt-get where we run as root (CI), else that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser test (apt-get)"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				chromium >/dev/null; } || echo "apt-get could not install chromium: the browser test will skip"; \
+		else echo "no chromium (as root: apt-get install chromium): the browser test will skip"; fi; }
+
+study: install
 	$(BIN)/python -m liverlib study -f params/base.yaml -f params/$(PROFILE).yaml $(ARGS)
 
-test: $(STAMP)
+test: install browser
 	$(BIN)/python -m pytest $(ARGS)
 
 # the development loop: everything but the slow tests (whole study, DDP, JupyterLab, install dry run, CV)
-test-fast: $(STAMP)
+test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 # docs/reliability.md is generated from the tests marked @pytest.mark.reliability (a test checks it)
@@ -40,7 +61,7 @@ reliability-doc: $(STAMP)
 	$(BIN)/python tools/reliability_table.py
 
 # JupyterLab from the venv: the notebooks' `python3` kernel is this venv's ipykernel. Loopback only.
-lab: $(STAMP)
+lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 # rewrite the constraints from what is installed (after a deliberate upgrade; commit the result)

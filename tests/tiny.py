@@ -1,12 +1,19 @@
-"""The tiny phantom run the training, stage, evaluation and DDP tests share: parameters and its preparation."""
+"""The tiny phantom run the training, stage, evaluation and DDP tests share: parameters and its preparation; and a
+copied project for the whole study and the stored notebooks (tests/test_notebooks.py, tests/test_jupyterlab.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 from liverlib import stages
 from liverlib.params import Params
+from liverlib.progress import ENV as PROGRESS_ENV
 
 TINY_RUN = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9,
                 test_fraction=0.2, image_size=32, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False,
@@ -32,3 +39,34 @@ def share_prepared(root: Path, source: str, name: str) -> None:
     for f in PREPARED_FILES:
         if not (run / f).exists():
             shutil.copy2(root / source / f, run / f)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_TINY = {"phantom_size": 64, "phantom_slices": [16, 20], "image_size": 32, "epochs": 2, "baseline_epochs": 1,
+              "bootstrap_resamples": 50}  # fmt: skip
+"""Over the smoke profile, for a whole study in a copied project: seconds per epoch. eval_batch_size stays the stored
+notebook 04's (stage 04's guard compares it)."""
+STUDY = ("-m", "liverlib", "study", "-f", "params/base.yaml", "-f", "params/smoke.yaml")
+"""What `make study` runs (PROFILE=smoke), as arguments of the venv's python."""
+
+
+def copy_project(dest: Path, profile: dict | None = None) -> Path:
+    """A project folder ``dest`` that liverlib takes for its root, so that the stored notebooks run there unmodified
+    (``output_root: outputs`` is ``dest/outputs``): this checkout's notebooks and params with ``profile`` (default
+    :data:`STUDY_TINY`) over params/smoke.yaml, and pyproject.toml; ``liverlib`` links to this checkout's package."""
+    shutil.copytree(ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "params", dest / "params")
+    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    (dest / "liverlib").symlink_to(ROOT / "liverlib", target_is_directory=True)
+    smoke = yaml.safe_load((ROOT / "params/smoke.yaml").read_text(encoding="utf-8"))
+    smoke.update(STUDY_TINY if profile is None else profile)
+    (dest / "params/smoke.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def liverlib_cli(project: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    """``python -m liverlib ...`` run in ``project`` (its cwd makes it the project root), as a user runs it: without
+    pytest's variables (ipykernel sends a kernel's own stderr to the console only outside pytest)."""
+    env = {k: v for k, v in os.environ.items() if k != PROGRESS_ENV and not k.startswith("PYTEST_")}
+    return subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
