@@ -21,9 +21,13 @@ from liverlib.tables import MISSING, is_whole_column
 
 _CSS = [
     {"selector": "", "props": "border-collapse: collapse; font-size: 0.9em;"},
-    {"selector": "th", "props": "text-align: left; padding: 2px 8px; border-bottom: 1px solid #888;"},
+    {
+        "selector": "th",
+        "props": "text-align: left; vertical-align: bottom; padding: 2px 6px; border-bottom: 1px solid #888;"
+        "white-space: normal; min-width: 4em;",
+    },
     {"selector": "td", "props": "text-align: right; padding: 2px 8px; white-space: nowrap;"},
-    {"selector": "td.text", "props": "text-align: left; white-space: normal; min-width: 12em; max-width: 36em;"},
+    {"selector": "td.text", "props": "text-align: left; white-space: normal; min-width: 12em; max-width: 28em;"},
     {"selector": "caption", "props": "caption-side: top; text-align: left; padding: 4px 0;"},
 ]
 
@@ -77,7 +81,9 @@ class Shown:
             styler = styler.set_td_classes(pd.DataFrame(classes, index=self.text.index, columns=self.text.columns))
         if self.caption:
             styler = styler.set_caption(html.escape(self.caption))
-        return styler.to_html()
+        # headers may break after "_" (narrow numeric columns); a wide table scrolls rather than being cut off
+        styler = styler.format_index(lambda c: html.escape(str(c)).replace("_", "_<wbr>"), axis=1)
+        return f'<div style="overflow-x: auto; max-width: 100%;">{styler.to_html()}</div>'
 
 
 def show(table: pd.DataFrame | Mapping[str, Any], decimals: int | Mapping[str, int] = 4, caption: str = "") -> Shown:
@@ -110,3 +116,57 @@ def _undefined(v: Any) -> bool:
 def _number(v: Any) -> bool:
     """A real number that is not a bool."""
     return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_))
+
+
+_RULES = {"smoothed": "ε-smoothed, all slices", "gt_positive": "GT-positive slices"}
+
+
+def per_volume_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``summary.json``'s per-volume block (LiTS rule) as one row per class: Dice per case (mean, SD, n volumes),
+    global Dice, ASSD and HD95 in mm (mean, n volumes, volumes left out because a mask is empty)."""
+    pv = summary.get("per_volume", {})
+    rows = []
+    for cls in ("liver", "tumor"):
+        d, g = pv.get(f"{cls}_dice_per_case", {}), pv.get(f"{cls}_dice_global", {})
+        row = {"class": cls, "dice_per_case": d.get("mean"), "dice_per_case_sd": d.get("std"), "dice_n": d.get("n"),
+               "dice_global": g.get("value")}  # fmt: skip
+        for k in ("assd_mm", "hd95_mm"):
+            e = pv.get(f"{cls}_{k}", {})
+            row |= {k: e.get("mean"), f"{k[:-3]}_n": e.get("n"), f"{k[:-3]}_left_out": e.get("undefined")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interval_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Every 95% interval of mean Dice in ``summary.json``, one row each: the method (slice bootstrap as the
+    paper, cluster bootstrap over volumes, bootstrap of per-volume Dice), class and rule, mean, low, high,
+    resamples and the unit resampled."""
+    ps, pv = summary.get("per_slice", {}), summary.get("per_volume", {})
+    rows = []
+    for method, block, unit in (("slice bootstrap (the paper's method)", summary.get("confidence_intervals", {}),
+                                 "slices"),
+                                ("cluster bootstrap over volumes", summary.get("cluster_bootstrap", {}), "volumes")):  # fmt: skip
+        for key, ci in block.items():
+            cls, _, rule = key.partition("_dice_")
+            rows.append({"method": method, "class": cls, "rule": _RULES.get(rule, rule),
+                         "mean": (ps.get(key) or {}).get("mean", ci.get("mean")), "low": ci.get("low"),
+                         "high": ci.get("high"), "resamples": ci.get("resamples"), "unit": unit})  # fmt: skip
+    for cls in ("liver", "tumor"):
+        d = pv.get(f"{cls}_dice_per_case", {})
+        if d.get("ci95"):
+            rows.append({"method": "bootstrap of per-volume Dice (LiTS rule)", "class": cls, "rule": "per case",
+                         "mean": d.get("mean"), "low": d["ci95"].get("low"), "high": d["ci95"].get("high"),
+                         "resamples": d["ci95"].get("resamples"), "unit": "volumes"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The liver-vs-tumor tests of ``summary.json``: the paired t-test over slices (the paper's) and the
+    Wilcoxon signed-rank test over volumes, with statistic, p, n and what each is."""
+    tt, wx = summary.get("ttest_liver_vs_tumor", {}), summary.get("wilcoxon_liver_vs_tumor", {})
+    return pd.DataFrame([
+        {"test": "paired t-test (the paper's)", "statistic": tt.get("t"), "p": tt.get("p"), "n": tt.get("n"),
+         "unit": "slices", "note": tt.get("what", "")},
+        {"test": "Wilcoxon signed-rank", "statistic": wx.get("statistic"), "p": wx.get("p"), "n": wx.get("n"),
+         "unit": "volumes", "note": wx.get("what", "") if wx.get("run") else wx.get("note", "not run")},
+    ])  # fmt: skip

@@ -274,6 +274,18 @@ def empty_credit_note(summary: dict[str, Any], who: str = "The model") -> str | 
             "scores 1), not tumor it found.")  # fmt: skip
 
 
+def tumor_verdict(summary: dict[str, Any]) -> str:
+    """One sentence on whether the tumor score of ``summary`` is tumor found: :func:`empty_credit_note` when
+    it is all empty-slice credit, else the GT-positive tumor Dice and its n."""
+    if note := empty_credit_note(summary):
+        return note
+    gp = (summary.get("per_slice", {}).get("tumor_dice_gt_positive")) or {}
+    if not gp.get("n"):
+        return "No test slice holds tumor: the tumor scores say nothing about tumor found."
+    return (f"The tumor Dice over the {gp['n']} test slices whose ground truth holds tumor is {_f(gp.get('mean'))}: "
+            "the model found tumor there (the ε-smoothed score also credits tumor-free slices).")  # fmt: skip
+
+
 def notebook_links(run: RunDir) -> list[str]:
     """Markdown lines linking the HTML renderings of the executed notebooks (``html/<notebook>.html``) that exist."""
     pages = sorted((run.root / "html").glob("*.html"))
