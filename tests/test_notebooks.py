@@ -1,13 +1,18 @@
-"""The whole study through papermill on tiny phantom data, then nbval over the notebooks as a user opens them.
+"""The whole study as a user runs it, on tiny phantom data: `make study`, then every stored notebook Run All.
 
-Runs the smoke profile with smaller data (64² phantom, 32² images, 2 epochs) into a temporary folder
-and asserts on the files every stage writes and on their contents.
+The project (notebooks, params, pyproject.toml, and liverlib itself through a link) is copied to a temporary
+folder with a tiny ``params/smoke.yaml`` (64² phantom, 32² images, 2 epochs: the smoke profile's keys, smaller
+numbers), so that ``python -m liverlib study -f params/base.yaml -f params/smoke.yaml`` — what ``make study``
+runs — and the stored notebooks, unmodified and with their own defaults, work on the copy's ``outputs/smoke``
+exactly as they do on a checkout. The tests assert on the files every stage writes, the runner's console, the
+executed notebooks, and Run All of every stored notebook afterwards (issue 18).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +23,10 @@ import pytest
 import yaml
 
 from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, load_profiles
-from liverlib.study import notebooks, run_study
+from liverlib.study import notebooks
+from tests.tiny import ROOT, STUDY, copy_project, liverlib_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {"phantom_size": 64, "phantom_slices": [16, 20], "image_size": 32, "epochs": 2, "baseline_epochs": 1,
-        "bootstrap_resamples": 50, "eval_batch_size": 8}  # fmt: skip
+STUDY_TIMEOUT_S = 1500
 FIGS = ["fig02_case_overview", "fig03_preprocessing_pipeline", "fig04_intensity_histograms", "fig06_loss_curves",
         "fig07_dice_iou_curves", "fig08_confusion_matrix", "fig09_case_comparison", "fig10_overlays", "fig11_error_maps",
         "fig_ablation"]  # fmt: skip
@@ -33,10 +37,28 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("outputs")
-    return run_study([str(ROOT / "params/base.yaml"), str(ROOT / "params/smoke.yaml")],
-                     overrides={**TINY, "output_root": str(out)})  # fmt: skip
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="module")
+def study_run(project: Path) -> subprocess.CompletedProcess:
+    """`make study` in the copy: the smoke profile (tiny) into ``outputs/smoke``."""
+    proc = liverlib_cli(project, *STUDY, timeout=STUDY_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    shutil.copytree(project / "outputs/smoke/notebooks", project / "first-run-notebooks")  # later tests rerun stages
+    return proc
+
+
+@pytest.fixture(scope="module")
+def study(project: Path, study_run: subprocess.CompletedProcess) -> Path:
+    return project / "outputs" / "smoke"
+
+
+@pytest.fixture(scope="module")
+def executed(project: Path, study_run: subprocess.CompletedProcess) -> Path:
+    """The executed notebooks of the whole run (later tests rerun stages, which replace them in the run folder)."""
+    return project / "first-run-notebooks"
 
 
 def test_every_stage_writes_its_files(study: Path) -> None:
@@ -97,10 +119,10 @@ def test_report_mentions_every_figure(study: Path) -> None:
     assert "ε-smoothed" in text and "per volume" in text.lower()
 
 
-def test_rerun_resumes_instead_of_retraining(study: Path) -> None:
+def test_rerun_resumes_instead_of_retraining(project: Path, study: Path) -> None:
     before = (study / "models/hybrid/best.pt").stat().st_mtime_ns
-    run_study([str(ROOT / "params/base.yaml"), str(ROOT / "params/smoke.yaml")],
-              overrides={**TINY, "output_root": str(study.parent)}, start="03", only=["03"])  # fmt: skip
+    proc = liverlib_cli(project, *STUDY, "--start", "03", "--only", "03")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (study / "models/hybrid/best.pt").stat().st_mtime_ns == before
 
 
@@ -108,17 +130,14 @@ def test_nbval_runs_the_notebooks_as_users_open_them(study: Path, tmp_path: Path
     """Copies of the notebooks with this run's parameters (papermill --prepare-only) pass nbval --nbval-lax."""
     import papermill as pm
 
-    params = {
-        **load_profiles(ROOT / "params/base.yaml", ROOT / "params/smoke.yaml"),
-        **TINY,
-        "output_root": str(study.parent),
-    }
+    params = {**load_profiles(study.parents[1] / "params/base.yaml", study.parents[1] / "params/smoke.yaml"),
+              "output_root": str(study.parent)}  # fmt: skip
     for nb in notebooks():
         pm.execute_notebook(
             str(nb), str(tmp_path / nb.name), parameters=params, prepare_only=True, kernel_name="python3"
         )
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
-                           "-o", "addopts=", str(tmp_path)], capture_output=True, text=True, cwd=ROOT / "notebooks")  # fmt: skip
+                           "-o", "addopts=", str(tmp_path)], capture_output=True, text=True, cwd=study.parents[1] / "notebooks")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
@@ -162,3 +181,69 @@ def test_first_cell_says_what_the_defaults_do_and_how_long() -> None:
             nb.name
         )
         assert "CPU" in first.source, nb.name
+
+
+def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in _outputs(nb) if o.get("output_type") == "stream")
+
+
+def test_runner_console_shows_progress_without_kernel_noise(study_run: subprocess.CompletedProcess) -> None:
+    console = study_run.stdout + study_run.stderr
+    for i, nb in enumerate(notebooks(), 1):
+        assert f"[{i}/6] {nb.name}" in console
+    assert re.search(r"hybrid epoch 2/2: \d+ batch in [\d.]+ s, loss=", console), console[-3000:]  # one line an epoch
+    assert "without encryption" not in console and "KeyboardInterrupt" not in console, console[-3000:]
+    assert "IProgress" not in console and "TqdmWarning" not in console
+
+
+def test_executed_notebooks_hold_one_progress_line_per_epoch(executed: Path) -> None:
+    for nb_path in sorted(executed.glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        text = _text(nb)
+        assert "\r" not in text and "IProgress" not in text and "TqdmWarning" not in text, nb_path.name
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in _outputs(nb))
+        assert "widgets" not in nb.metadata, nb_path.name  # nbclient's store_widget_state is off
+    text = _text(nbformat.read(executed / "03_training.ipynb", as_version=4))
+    epochs = re.findall(r"^(\w+) epoch (\d+)/\d+", text, flags=re.M)
+    assert sorted(epochs) == [("hybrid", "1"), ("hybrid", "2"), ("unet_smp", "1")], text[-2000:]
+    assert not re.search(r"\d+/\d+ \[|\d+ batch in |it/s|batch/s", text), text[-2000:]  # no per-batch bar
+
+
+def test_later_notebooks_get_only_what_their_stage_needs(executed: Path) -> None:
+    for nb in notebooks():
+        ran = nbformat.read(executed / nb.name, as_version=4)
+        cell = next(c for c in ran.cells if "injected-parameters" in c.metadata.get("tags", []))
+        names = set(re.findall(r"^(\w+) = ", cell.source, flags=re.M))
+        if nb.name.startswith("01"):
+            assert {"data_dir", "epochs", "run_name"} <= names
+        else:
+            assert names == set(RUN_KEYS) | set(STAGE_KEYS[nb.name[:2]]), (nb.name, names)
+
+
+def test_each_executed_notebook_is_rendered_to_html(study: Path) -> None:
+    for nb in notebooks():
+        html = study / "html" / f"{nb.stem}.html"
+        text = html.read_text(encoding="utf-8")
+        assert text.lstrip().lower().startswith("<!doctype html") and "data:image/png;base64" in text, nb.name
+
+
+def test_every_stored_notebook_runs_all_as_stored_after_the_study(project: Path, study: Path) -> None:
+    """Issue 18: after `make study`, each stored notebook opened with its defaults and run top to bottom succeeds,
+    reusing what the study made (curation, cache, trained models are not redone)."""
+    from nbclient import NotebookClient
+
+    kept = {name: (study / name).stat().st_mtime_ns for name in ("manifest.csv", "splits.json",
+            "models/hybrid/best.pt", "models/hybrid/last.pt", "models/unet_smp/best.pt")}  # fmt: skip
+    for nb_path in sorted((project / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert nb_path.read_bytes() == (ROOT / "notebooks" / nb_path.name).read_bytes()  # unmodified
+        nb = nbformat.read(nb_path, as_version=4)
+        client = NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(nb_path.parent)}})  # fmt: skip
+        client.execute()  # a cell error raises CellExecutionError naming the cell
+        errors = [o for o in _outputs(nb) if o.get("output_type") == "error"]
+        assert not errors, (nb_path.name, errors)
+        assert "IProgress" not in _text(nb) and "Traceback" not in _text(nb), nb_path.name
+    assert {name: (study / name).stat().st_mtime_ns for name in kept} == kept
