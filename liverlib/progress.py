@@ -110,15 +110,19 @@ class ConsoleLine:
 
 
 def write_console(line: str) -> None:
-    """Write one line to the console of the process that started this kernel (or this process's stderr)."""
-    data = (line.rstrip("\n") + "\n").encode("utf-8", errors="replace")
+    """Write one line to the console of the process that started this kernel (or this process's stderr).
+
+    On a terminal the line first clears the one under the cursor (the runner's per-cell bar), as ``tqdm.write`` does;
+    the bar redraws itself below.
+    """
+    text = line.rstrip("\n") + "\n"
     for stream in (sys.stderr, sys.__stderr__):
         try:
             fd = stream.fileno()
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
             continue
         try:
-            os.write(fd, data)
+            os.write(fd, (("\r\x1b[K" if os.isatty(fd) else "") + text).encode("utf-8", errors="replace"))
             return
         except OSError:
             continue
