@@ -78,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1.0e-5,
     "plateau_factor": 0.5,
     "plateau_patience": 5,
+    "lr_schedule": "plateau",  # "plateau" (paper: ReduceLROnPlateau on val loss) or "onecycle" (warm-up + cosine)
+    "warmup_epochs": 0,  # onecycle: epochs of linear warm-up (at least 1)
     "grad_clip": 1.0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "amp": True,  # mixed precision: CUDA bf16 where supported, else fp16 + grad scaler (T4); a CPU only with cpu_bf16
@@ -99,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     "ablation_epochs": 0,  # 0 = same as epochs
 }
 
+LR_SCHEDULES = ("plateau", "onecycle")
+"""Values of ``lr_schedule`` (:class:`liverlib.training.LrSchedule`)."""
+
 TRACKING = ("off", "mlflow")
 """Values of ``tracking`` (:mod:`liverlib.tracking`)."""
 
@@ -117,7 +122,8 @@ CURATION_KEYS = (
 TRAIN_KEYS = PREPROCESS_KEYS + (
     "seed", "augment", "elastic_alpha", "elastic_sigma", "model", "encoder", "encoder_weights", "fused_attention",
     "ce_weight", "dice_weight", "focal_weight", "focal_alpha", "focal_gamma", "dice_eps", "epochs", "batch_size",
-    "lr", "weight_decay", "plateau_factor", "plateau_patience", "grad_clip", "feeder",
+    "lr", "weight_decay", "plateau_factor", "plateau_patience", "lr_schedule", "warmup_epochs", "grad_clip",
+    "feeder",
 )  # fmt: skip
 """Parameters a training run is defined by; resuming with other values is refused."""
 
@@ -235,6 +241,8 @@ def resolve(
         raise ParamError(f"'folds' must be 0 (no cross-validation) or at least 2, got {p.folds}")
     if p.feeder not in ("dataloader", "gpu"):
         raise ParamError(f"'feeder' must be 'dataloader' or 'gpu', got {p.feeder!r}")
+    if p.lr_schedule not in LR_SCHEDULES:
+        raise ParamError(f"'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {p.lr_schedule!r}")
     if p.tracking not in TRACKING:
         raise ParamError(f"'tracking' must be 'off' or 'mlflow', got {p.tracking!r}")
     if p.folds and not 0 <= p.fold < p.folds:

@@ -1,15 +1,21 @@
-"""Training (STUDY §6, paper §III.A, Table 5, Figs. 6–7).
+"""Training (STUDY §6, paper §III.A, Table 5, Figs. 6–7; docs/training.md).
 
 AdamW (1e-4, wd 1e-5), batch 8, ReduceLROnPlateau on validation loss (×0.5, patience 5), gradient
-clipping at norm 1.0; ``best.pt`` = lowest validation loss, ``last.pt`` every epoch (atomic), and
-``history.csv`` per epoch. Each epoch reseeds from ``seed + epoch``, so a run killed mid-training and
+clipping at norm 1.0 (or, ``lr_schedule: onecycle``, a warm-up and cosine decay stepped per batch:
+:class:`LrSchedule`); ``best.pt`` = lowest validation loss, ``last.pt`` every epoch (atomic), and
+``history.csv`` per epoch. Each epoch reseeds from ``seed * 1000 + epoch``, so a run killed mid-training and
 rerun resumes from ``last.pt`` to the same weights and history as an uninterrupted run (on CPU).
+
+Before every validation the BatchNorm statistics are recomputed for the current weights on the clean training
+slices (:func:`liverlib.validation.recompute_bn_stats`): the running averages training leaves describe older
+weights and augmented images, and scored in ``eval()`` mode they collapsed validation (docs/training.md). The
+saved checkpoints hold the recomputed statistics; training itself never reads them, so resume stays exact.
 
 Every checkpoint records the volume ids of the split it was trained on (``split``); a run whose split
 changed since (re-curation) is not resumed: it is refused, or retrained with ``overwrite: true``.
-Under torchrun (DDP) each rank draws its own augmentation and dropout, rank 0's BatchNorm buffers are
-broadcast before validation (SyncBatchNorm on CUDA), so every validation slice is scored by the model
-that is saved.
+Under torchrun (DDP) each rank draws its own augmentation and dropout; the recomputed statistics are averaged
+over the ranks' shards (SyncBatchNorm on CUDA computes them over all ranks) and rank 0's buffers are
+broadcast before validation, so every validation slice is scored by the model that is saved.
 
 Write order per epoch: ``last.pt`` (with the history and the best epoch), then ``best.pt``, then
 ``history.csv``. A kill between them is repaired on resume (``history.csv`` from ``last.pt``; ``best.pt``
@@ -19,6 +25,7 @@ from ``last.pt`` when the last epoch was the best), and stale temp files of a ki
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +46,7 @@ from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, RunError, seed_everything, write_table
 from liverlib.runtime import amp_settings, distributed_context, resolve_device
 from liverlib.tracking import training_tracker
-from liverlib.validation import sync_buffers, validate
+from liverlib.validation import recompute_bn_stats, sync_buffers, validate
 
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_tumor_dice_gtpos",
@@ -101,11 +108,59 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
                       worker_init_fn=seed_worker if workers else None, persistent_workers=False)  # fmt: skip
 
 
+class LrSchedule:
+    """The learning-rate schedule (docs/training.md): ``plateau`` (the paper's ReduceLROnPlateau on validation loss,
+    ×``plateau_factor`` after ``plateau_patience`` epochs without improvement, stepped once per epoch) or ``onecycle``
+    (:class:`torch.optim.lr_scheduler.OneCycleLR`: a linear warm-up over ``warmup_epochs`` from lr/25 to ``lr``,
+    then a cosine decay to ``lr``/2.5e5 by the last epoch, stepped after every batch).
+
+    One object for both, so the loop calls :meth:`batch` after each optimiser step and :meth:`epoch` after each
+    validation whatever the schedule; its state goes into ``last.pt``.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, p: Params, *, epochs: int, steps_per_epoch: int):
+        self.kind = p.lr_schedule
+        if self.kind == "onecycle":
+            total = max(1, epochs * steps_per_epoch)
+            self.sched: Any = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=p.lr, total_steps=total, pct_start=min(0.99, max(1, p.warmup_epochs) / max(1, epochs)),
+                anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1.0e4)  # fmt: skip
+        else:
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor,
+                                                                    patience=p.plateau_patience)  # fmt: skip
+
+    def batch(self) -> None:
+        """After an optimiser step (``onecycle`` only; stops at its last step, so extra batches keep the final lr)."""
+        if self.kind == "onecycle" and self.sched.last_epoch + 1 < self.sched.total_steps:
+            self.sched.step()
+
+    def epoch(self, val_loss: float) -> None:
+        """After validation (``plateau`` only)."""
+        if self.kind == "plateau":
+            self.sched.step(val_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sched.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        total = getattr(self.sched, "total_steps", None)
+        self.sched.load_state_dict(state)
+        if total is not None:  # more epochs than the run first asked for: the decay ends at the new last step
+            self.sched.total_steps = max(total, self.sched.total_steps)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, p: Params, *, epochs: int, steps_per_epoch: int) -> LrSchedule:
+    """The run's :class:`LrSchedule` for ``epochs`` of ``steps_per_epoch`` optimiser steps."""
+    return LrSchedule(opt, p, epochs=epochs, steps_per_epoch=steps_per_epoch)
+
+
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                loss_fn: torch.nn.Module, scaler: torch.amp.GradScaler, *, grad_clip: float,
-               amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:  # fmt: skip
+               amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+               scheduler: Callable[[], None] | None = None) -> torch.Tensor:  # fmt: skip
     """One optimisation step (STUDY §6): forward (autocast when ``amp_dtype``), loss in fp32, backward,
-    unscale, clip the gradient norm, step. Shared by :func:`train` and the benchmark.
+    unscale, clip the gradient norm, step, then ``scheduler()`` (a per-batch learning-rate step, if any).
+    Shared by :func:`train` and the benchmark.
 
     Args:
         x: (B, 1, S, S) float images in [0, 1]; y: (B, S, S) int64 labels in {0, 1, 2}; both on the model's device.
@@ -124,6 +179,8 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: to
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(opt)
     scaler.update()
+    if scheduler is not None:
+        scheduler()
     return loss.detach()
 
 
@@ -133,7 +190,7 @@ class TrainState:
 
     model: torch.nn.Module
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    sched: LrSchedule
     scaler: torch.amp.GradScaler
     config: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -192,7 +249,7 @@ def train_epoch(model: torch.nn.Module, state: TrainState, loader: DataLoader, l
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = train_step(model, x, y, state.opt, loss_fn, state.scaler, grad_clip=p.grad_clip, amp_dtype=amp_dtype,
-                          channels_last=p.channels_last)  # fmt: skip
+                          channels_last=p.channels_last, scheduler=state.sched.batch)  # fmt: skip
         run_loss += loss.item() * len(x)
         seen += len(x)
         bar.set_postfix(loss=f"{run_loss / seen:.4f}")
@@ -259,8 +316,8 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     if p.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor,
-                                                       patience=p.plateau_patience)  # fmt: skip
+    shard = len(train_idx.iloc[rank::world]) if p.feeder == "gpu" else -(-len(train_idx) // world)
+    sched = make_scheduler(opt, p, epochs=epochs, steps_per_epoch=-(-shard // p.batch_size))
     state = TrainState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=use_scaler),
                        {**train_config(p, model_name), "split": split})  # fmt: skip
     state = resume(state, out, device, overwrite=p.overwrite) if rank == 0 or world == 1 else state
@@ -286,6 +343,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma,
                                        seed=p.seed) if p.augment else None  # fmt: skip
     train_ds, val_ds = SliceDataset(train_idx, cache, transform), SliceDataset(val_idx, cache, None)
+    bn_ds = SliceDataset(train_idx, cache, None)  # the training slices as validation sees them (no augmentation)
     feed = None
     if p.feeder == "gpu":  # the split resident on the device, augmented there (each rank its shard and seed)
         from liverlib.fastpath import GpuBatches
@@ -312,12 +370,17 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
                 torch.distributed.all_reduce(sums)
                 run_loss, seen = float(sums[0]), int(sums[1])
             train_s = time.perf_counter() - t0
-            buffers = sync_buffers(raw, world)  # validate (and save) rank 0's BatchNorm statistics on every rank
+            precision = {"channels_last": p.channels_last, "autocast": amp_dtype is not None, "dtype": amp_dtype,
+                         "world": world}  # fmt: skip
+            # BatchNorm statistics of these weights, on the clean training slices (docs/training.md), then rank 0's
+            # on every rank: what is validated is what is saved
+            recompute_bn_stats(raw, _loader(bn_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world),
+                               device, **precision)  # fmt: skip
+            buffers = sync_buffers(raw, world)
             val = validate(raw, _loader(val_ds, p, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
-                           loss_fn, device, channels_last=p.channels_last, autocast=amp_dtype is not None,
-                           dtype=amp_dtype, world=world)  # fmt: skip
+                           loss_fn, device, **precision)  # fmt: skip
             lr = opt.param_groups[0]["lr"]
-            sched.step(val["val_loss"])
+            sched.epoch(val["val_loss"])
             row = {"epoch": epoch, "train_loss": run_loss / seen, **val, "lr": lr,
                    "epoch_seconds": time.perf_counter() - t0, "train_slices_per_s": seen / train_s}  # fmt: skip
             state.history.append(row)

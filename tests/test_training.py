@@ -53,6 +53,28 @@ def test_resume_matches_uninterrupted_run(prepared: Path, full: dict) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Path, full: dict) -> None:
+    """``last.pt`` holds BatchNorm statistics recomputed on the clean training slices after the last epoch
+    (docs/training.md), not the running average training left: recomputing them again gives the same buffers."""
+    from liverlib.dataset import SliceDataset, open_run_cache, split_index
+    from liverlib.preprocess import PreprocessConfig
+    from liverlib.run import RunDir
+    from liverlib.training import _loader
+    from liverlib.validation import recompute_bn_stats
+
+    p = _params(prepared, "full")
+    run = RunDir.from_params(p)
+    saved = load_checkpoint(run.root / "models/hybrid/last.pt")
+    model = model_from_checkpoint(saved)
+    ds = SliceDataset(split_index(run, "train"), open_run_cache(run, PreprocessConfig.from_params(p)), None)
+    recompute_bn_stats(model, _loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
+                       channels_last=True)  # fmt: skip
+    again = model.state_dict()
+    for k, v in saved["model"].items():
+        if "running_" in k:
+            torch.testing.assert_close(again[k], v, rtol=1e-4, atol=1e-5)
+
+
 def test_learning_on_the_phantom(full: dict) -> None:
     h = full["history"]
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
