@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from liverlib import paper
-from liverlib.checkpoint import check_not_trained_on, load_checkpoint, model_dir, model_from_checkpoint
+from liverlib.checkpoint import check_normalization, check_not_trained_on, load_checkpoint, model_dir, model_from_checkpoint
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like
@@ -64,6 +64,7 @@ def evaluate(
         raise RunError(f"{ckpt_path}: holds {what}, expected {model_name!r}; put {model_name}'s own best.pt there "
                        f"or retrain it (notebook 03)")  # fmt: skip
     check_not_trained_on(ckpt, run.split_ids()["test"], ckpt_path)  # never score a model on volumes it trained on
+    check_normalization(ckpt, run.root, ckpt_path)  # ct_norm: the statistics it trained with
     if ckpt["config"].get("image_size") != p.image_size or ckpt["config"].get("preprocess_key") != cfg.key:
         raise RunError(f"{ckpt_path}: trained on another image size or preprocessing than these parameters")
     model = model_from_checkpoint(ckpt, device)

@@ -35,10 +35,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from liverlib.io import atomic_write, load_case
 from liverlib.params import PREPROCESS_KEYS, ParamError, digest
+from liverlib.progress import bar as tqdm
 
 CACHE_VERSION = 1
 

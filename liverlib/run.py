@@ -177,6 +177,8 @@ class RunDir:
             before = json.loads(path.read_text(encoding="utf-8"))
             # a key added to liverlib since that run counts as unchanged while it has its default value
             before = {**{k: v for k, v in _clean(DEFAULTS).items() if k in current and k not in before}, **before}
+            # a key the stage no longer guards (e.g. eval_batch_size: how, not what, it scores) is not compared
+            before = {k: v for k, v in before.items() if k in current}
             if resolved is not None:
                 before, current = _clean(resolved(before)), _clean(resolved(current))
             if before == current:

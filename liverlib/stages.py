@@ -109,7 +109,7 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     manifest = pd.read_csv(run.manifest)
     out: dict[str, Any] = {"run": run, "stats": stats}
     if figures_too:
-        example = render_fig03_04(run, cfg)
+        example = render_fig03_04(run, cfg.with_stats(stats.get("normalization")))
         stats.update({k: v for k, v in example.items() if k != "stages"})
         out.update(stages=example["stages"], fig03=run.figure(FIGURES["fig03"]),
                    fig04=run.figure(FIGURES["fig04"]))  # fmt: skip
@@ -169,7 +169,7 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     return out
 
 
-EVAL_KEYS = ("model", "eval_batch_size", "liver_lcc", "bootstrap_resamples", "train_baseline")
+EVAL_KEYS = ("model", "liver_lcc", "bootstrap_resamples", "train_baseline")
 """What stage 04 may change; a rerun with other values is refused without ``overwrite``."""
 
 ABLATION_KEYS = ("ablation_arms", "ablation_epochs")

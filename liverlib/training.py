@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
 from liverlib.dataset import SliceDataset, open_run_cache, seed_worker, split_index
@@ -43,6 +42,7 @@ from liverlib.losses import CombinedLoss
 from liverlib.model import build_model
 from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
+from liverlib.progress import bar as tqdm
 from liverlib.run import RunDir, RunError, seed_everything, write_table
 from liverlib.runtime import amp_settings, distributed_context, resolve_device
 from liverlib.tracking import training_tracker

@@ -338,9 +338,6 @@ def test_figs_3_4_of_the_arm_with_its_statistics(arm):
     assert (arm_root / "figures/fig03_preprocessing_pipeline.png").is_file()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="stages.run_preprocessing draws Figs. 3-4 with the "
-                   "parameters' config, which has no ct_norm statistics; it needs render_fig03_04(run, "
-                   "cfg.with_stats(stats.get('normalization'))) (stages.py's owner). Remove this mark then.")  # fmt: skip
 def test_notebook_02_of_the_arm_draws_its_figures(arm):
     _, pa, arm_root = arm
     stages.run_preprocessing(pa, progress=False)
