@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from liverlib import paper
-from liverlib.checkpoint import check_normalization, check_not_trained_on, load_checkpoint, model_dir, model_from_checkpoint
+from liverlib.checkpoint import (
+    check_normalization,
+    check_not_trained_on,
+    load_checkpoint,
+    model_dir,
+    model_from_checkpoint,
+)
 from liverlib.dataset import open_run_cache, split_index
 from liverlib.inference import predict_labels
 from liverlib.io import atomic_write, load_case, save_mask_like

@@ -158,7 +158,7 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
         keep_probabilities: also return the probabilities.
         series: the DICOM series UID to read from a folder holding several.
-        progress: a progress bar over batches (liverlib.progress).
+        progress: tqdm bar over batches.
 
     Returns:
         A :class:`Segmentation` at the input's in-plane size (probabilities resized bilinearly before the argmax).
@@ -284,7 +284,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
             :func:`save_probabilities`).
         report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
         series: the DICOM series UID to read from a folder holding several.
-        progress: progress bars over batches (liverlib.progress). One line per volume is always printed.
+        progress: tqdm bars over batches. One line per volume is always printed.
         resample_dicom: resample an unevenly spaced DICOM series (a missing slice, a change of spacing) onto an
             even grid instead of refusing it; the printed line and the report say so
             (:func:`liverlib.dicom.read_series`).
