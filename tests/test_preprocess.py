@@ -301,3 +301,32 @@ def test_two_arm_caches_differ_only_by_clahe_and_gamma(phantom_volumes, tmp_path
         expect_paper = np.stack([resize_image(lut[np.rint(clahe(x) * 255).astype(np.uint8)], 16) for x in q])
         np.testing.assert_array_equal(base.image(r.volume_id), expect_base)
         np.testing.assert_array_equal(paper.image(r.volume_id), expect_paper.astype(np.float16))
+
+
+def test_cache_records_each_volume_and_verifies_cheaply(phantom_volumes, tmp_path):
+    """Each volume's files get a record (size, mtime, dtype, shape, checksum); a reuse reads headers only while the
+    files match it, and checks the values (and writes the record) when they do not or it is missing."""
+    import json
+
+    from liverlib.preprocess import verify_volume
+
+    cfg = PreprocessConfig(image_size=16)
+    root = Path(build_cache(phantom_volumes, cfg, tmp_path, progress=False)["cache_dir"])
+    rec = json.loads((root / "0_record.json").read_text(encoding="utf-8"))
+    assert set(rec) == {"image", "mask"} and rec["image"]["dtype"] == "float16" and len(rec["mask"]["blake2b"]) == 32
+    assert verify_volume(root, 0, 16) is None and verify_volume(root, 0, 32).endswith("expected (slices, 32, 32)")
+    (root / "0_record.json").unlink()  # a cache from before records: values checked, record written
+    assert verify_volume(root, 0, 16) is None and (root / "0_record.json").read_text(encoding="utf-8") == json.dumps(
+        rec
+    )
+    # same size and values that pass the checks, but not what was built: the checksum tells
+    img = np.load(root / "1_image.npy", mmap_mode="r+")
+    img[0] = img[0][::-1]
+    img.flush()
+    del img
+    assert "checksum differs" in verify_volume(root, 1, 16)
+    with open(root / "2_mask.npy", "ab") as fh:  # extended
+        fh.write(b"\0" * 16)
+    assert "(extended)" in verify_volume(root, 2, 16)
+    again = build_cache(phantom_volumes, cfg, tmp_path, progress=False)
+    assert (again["volumes_built"], again["volumes_repaired"], again["volumes_reused"]) == (2, 2, 2)

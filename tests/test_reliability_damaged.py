@@ -1,0 +1,85 @@
+"""A damaged run folder heals or says so (issue 20 item 2): the cache, ``last.pt``, stage 04's record, ``params.json``.
+
+Each test damages one file of the tiny phantom run (tests/tiny.py) as a disk, a kill or a user would, then runs the
+stage that reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from liverlib import stages
+from liverlib.params import resolve
+from liverlib.preprocess import SliceCache
+from liverlib.run import RunError, read_json
+from tests.tiny import TINY_RUN, prepare
+
+TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}
+
+
+def _prepared(root: Path):
+    """Run ``r`` under ``root``, curated and cached (notebooks 01-02); returns (params, cache folder)."""
+    p = prepare(resolve(**TINY, output_root=str(root), run_name="r"))
+    return p, Path(read_json(root / "r/preprocess.json")["cache_dir"])
+
+
+def _rerun_02(p, capsys) -> tuple[dict, str]:
+    out = stages.run_preprocessing(p, progress=False, figures_too=False)
+    return out["stats"], capsys.readouterr().out
+
+
+@pytest.mark.reliability("stage 02: 'cache: PATH/3_image.npy: N bytes where its header ... needs M (truncated); "
+                         "rebuilding volume 3'; stage 03 alone: 'PATH: damaged cache file: ...; rerun notebook 02'",
+                         None, "the other volumes' cache files (reused)")  # fmt: skip
+def test_truncated_cache_file_is_rebuilt_and_named(tmp_path: Path, capsys) -> None:
+    """A cache file cut short (disk full, a killed copy); stage 02 used to reuse it and stage 03 to fail with
+    'mmap length is greater than file size'."""
+    p, cache = _prepared(tmp_path)
+    vid = 3 if (cache / "3_image.npy").is_file() else int(sorted(cache.glob("*_image.npy"))[0].name.split("_")[0])
+    path = cache / f"{vid}_image.npy"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(RunError, match=rf"{path}: damaged cache file: .*truncated.*rerun notebook 02"):
+        SliceCache(cache).image(vid)
+    stats, printed = _rerun_02(p, capsys)
+    assert f"cache: {path}: " in printed and "(truncated); rebuilding volume" in printed
+    assert (stats["volumes_built"], stats["volumes_repaired"], stats["volumes_reused"]) == (1, 1, 8)
+    assert path.read_bytes() == whole
+    stats, printed = _rerun_02(p, capsys)
+    assert (stats["volumes_built"], stats["volumes_reused"]) == (0, 9) and "rebuilding" not in printed
+
+
+def _damage(path: Path, change) -> np.ndarray:
+    arr = np.load(path, mmap_mode="r+")
+    before = np.array(arr)
+    change(arr)
+    arr.flush()
+    del arr
+    return before
+
+
+@pytest.mark.reliability("stage 02: 'cache: PATH/N_mask.npy: mask values [7] outside {0, 1, 2}; rebuilding volume N'",
+                         None, "the other volumes' cache files (reused)")  # fmt: skip
+def test_cache_mask_with_value_7_is_rebuilt_and_named(tmp_path: Path, capsys) -> None:
+    """Mask cache values set to 7 (training failed with 'IndexError: Target 7 is out of bounds')."""
+    p, cache = _prepared(tmp_path)
+    path = sorted(cache.glob("*_mask.npy"))[0]
+    before = _damage(path, lambda a: a.__setitem__((0, 0, 0), 7))
+    stats, printed = _rerun_02(p, capsys)
+    assert f"cache: {path}: mask values [7] outside {{0, 1, 2}}; rebuilding volume" in printed
+    assert stats["volumes_repaired"] == 1 and np.array_equal(np.load(path), before)
+
+
+@pytest.mark.reliability("stage 02: 'cache: PATH/N_image.npy: 1 non-finite (NaN/inf) voxel(s); rebuilding volume N'",
+                         None, "the other volumes' cache files (reused)")  # fmt: skip
+def test_cache_image_with_nan_is_rebuilt_and_named(tmp_path: Path, capsys) -> None:
+    """NaN in a cached image (epoch 1 trained with NaN loss)."""
+    p, cache = _prepared(tmp_path)
+    path = sorted(cache.glob("*_image.npy"))[-1]
+    before = _damage(path, lambda a: a.__setitem__((1, 2, 3), np.nan))
+    stats, printed = _rerun_02(p, capsys)
+    assert f"cache: {path}: 1 non-finite (NaN/inf) voxel(s); rebuilding volume" in printed
+    assert stats["volumes_repaired"] == 1 and np.array_equal(np.load(path), before)
