@@ -24,6 +24,7 @@ from ``last.pt`` when the last epoch was the best), and stale temp files of a ki
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -223,6 +224,13 @@ def resume(state: TrainState, out: Path, device: torch.device, *, overwrite: boo
             raise RunError(f"{last_p}: an earlier training here used {what} ({', '.join(changed)}); "
                            "use another run_name or set overwrite: true to retrain")  # fmt: skip
         return state  # retrain from scratch; the files are replaced epoch by epoch
+    weights = ckpt["model"]
+    bad = [k for k, t in weights.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
+    if bad:  # a diverged run (or one fed a damaged cache) saved NaN/inf: resuming would only repeat them
+        if overwrite:
+            return state  # retrain from scratch, as above
+        raise RunError(f"{last_p}: holds non-finite weights ({len(bad)} of {len(weights)} tensors, e.g. {bad[0]}); "
+                       "delete it or set overwrite: true to retrain from scratch")  # fmt: skip
     state.model.load_state_dict(ckpt["model"])
     state.opt.load_state_dict(ckpt["optimizer"])
     state.sched.load_state_dict(ckpt["scheduler"])
@@ -245,15 +253,57 @@ def train_epoch(model: torch.nn.Module, state: TrainState, loader: DataLoader, l
     """One pass over the training loader; returns (sum of loss × slices, slices) of this rank."""
     model.train()
     run_loss, seen = 0.0, 0
+    sampled = _record_indices(loader)
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
-    for x, y in bar:
+    for b, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = train_step(model, x, y, state.opt, loss_fn, state.scaler, grad_clip=p.grad_clip, amp_dtype=amp_dtype,
                           channels_last=p.channels_last, scheduler=state.sched.batch)  # fmt: skip
-        run_loss += loss.item() * len(x)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RunError(_nonfinite_loss(value, desc, b, loader, sampled, p.batch_size))
+        run_loss += value * len(x)
         seen += len(x)
         bar.set_postfix(loss=f"{run_loss / seen:.4f}")
     return run_loss, seen
+
+
+class _RecordingSampler:
+    """A loader's sampler that keeps the indices it gave (in order), so a failed batch can name its slices."""
+
+    def __init__(self, sampler: Any):
+        self.sampler, self.seen = sampler, []
+
+    def __iter__(self) -> Any:
+        for i in self.sampler:
+            self.seen.append(int(i))
+            yield i
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _record_indices(loader: Any) -> list[int] | None:
+    """Wrap a DataLoader's sampler in a :class:`_RecordingSampler` (same order, so runs and resume are unchanged);
+    returns its list of indices, or None for another feeder (the GPU feeder)."""
+    batch_sampler = getattr(loader, "batch_sampler", None) if isinstance(loader, DataLoader) else None
+    if batch_sampler is None or not hasattr(batch_sampler, "sampler"):
+        return None
+    batch_sampler.sampler = _RecordingSampler(batch_sampler.sampler)
+    return batch_sampler.sampler.seen
+
+
+def _nonfinite_loss(value: float, desc: str, batch: int, loader: Any, sampled: list[int] | None, size: int) -> str:
+    """One line for a non-finite training loss: the epoch, the batch's volume ids and the cache it read."""
+    ds = getattr(loader, "dataset", None)
+    picked = sampled[batch * size : (batch + 1) * size] if sampled is not None else []
+    if isinstance(ds, torch.utils.data.Subset):
+        picked, ds = [ds.indices[i] for i in picked], ds.dataset
+    ids = sorted({int(ds.volume_ids[i]) for i in picked}) if picked and hasattr(ds, "volume_ids") else None
+    cache = getattr(getattr(ds, "cache", None), "root", None) or "named by the run's preprocess.json"
+    return (f"{desc}, batch {batch + 1}: the training loss is {value} (non-finite), on slices of volume(s) "
+            f"{ids if ids is not None else '(unknown with this feeder)'}; stopped, nothing saved for this epoch; "
+            f"check the cache {cache} (rerun notebook 02: it rebuilds damaged volumes) or lower lr")  # fmt: skip
 
 
 def save_epoch(state: TrainState, raw: torch.nn.Module, out: Path, row: dict[str, Any], *, improved: bool,

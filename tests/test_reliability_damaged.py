@@ -6,6 +6,7 @@ stage that reads it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,25 @@ def test_cache_image_with_nan_is_rebuilt_and_named(tmp_path: Path, capsys) -> No
     stats, printed = _rerun_02(p, capsys)
     assert f"cache: {path}: 1 non-finite (NaN/inf) voxel(s); rebuilding volume" in printed
     assert stats["volumes_repaired"] == 1 and np.array_equal(np.load(path), before)
+
+
+@pytest.mark.reliability("'hybrid epoch 1/1, batch B: the training loss is nan (non-finite), on slices of volume(s) "
+                         "[...]; stopped, nothing saved for this epoch; check the cache PATH (rerun notebook 02: ...)'",
+                         1, "the last complete epoch's last.pt (none here)")  # fmt: skip
+def test_nan_loss_stops_training_naming_the_volumes_and_cache(tmp_path: Path) -> None:
+    """NaN in a cached image read by stage 03 alone (no stage 02 to rebuild it): epoch 1 used to train with NaN loss
+    and save last.pt with NaN weights."""
+    from liverlib.training import train
+
+    p, cache = _prepared(tmp_path)
+    vid = read_json(tmp_path / "r/splits.json")["splits"]["train"][0]
+    _damage(cache / f"{vid}_image.npy", lambda a: a.__setitem__(slice(None), np.nan))
+    with pytest.raises(RunError) as err:
+        train(p, progress=False)
+    msg = str(err.value)
+    assert re.match(
+        r"hybrid epoch 1/1, batch \d+: the training loss is nan \(non-finite\), on slices of volume\(s\) \[", msg
+    )
+    assert vid in [int(v) for v in msg.split("volume(s) [")[1].split("]")[0].split(", ")]
+    assert f"check the cache {cache} " in msg
+    assert not (tmp_path / "r/models/hybrid/last.pt").exists()

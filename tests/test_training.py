@@ -188,3 +188,25 @@ def test_gpu_feeder_trains_on_the_device_path(prepared: Path) -> None:
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
     with pytest.raises(RunError, match="feeder"):
         train(_params(prepared, "feeder", epochs=2), progress=False)
+
+
+@pytest.mark.reliability("'PATH/last.pt: holds non-finite weights (N of M tensors, e.g. ...); delete it or set "
+                         "overwrite: true to retrain from scratch'; with overwrite: retrained from epoch 1", 1,
+                         "last.pt untouched until overwrite")  # fmt: skip
+def test_nan_last_pt_is_refused_or_retrained(prepared: Path) -> None:
+    """A last.pt saved with NaN weights (a run fed a NaN cache image): every rerun resumed from it and failed with
+    'Encountered all NA values', also with overwrite: true."""
+    p = _params(prepared, "nanlast", epochs=1)
+    train(p, progress=False)
+    last = prepared / "nanlast/models/hybrid/last.pt"
+    ckpt = load_checkpoint(last)
+    ckpt["model"] = {k: t.fill_(float("nan")) if t.is_floating_point() else t for k, t in ckpt["model"].items()}
+    save_checkpoint(ckpt, last)
+    before = last.read_bytes()
+    with pytest.raises(RunError, match=rf"^{last}: holds non-finite weights \(\d+ of \d+ tensors, e\.g\. .*\); delete "
+                                       r"it or set overwrite: true to retrain from scratch$"):  # fmt: skip
+        train(_params(prepared, "nanlast", epochs=2), progress=False)
+    assert last.read_bytes() == before
+    again = train(_params(prepared, "nanlast", epochs=1, overwrite=True), progress=False)
+    assert again["resumed_from"] == 0 and list(again["history"].epoch) == [1]
+    assert all(t.isfinite().all() for t in load_checkpoint(last)["model"].values() if t.is_floating_point())
