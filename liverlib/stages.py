@@ -197,6 +197,13 @@ def run_figures(p: Params) -> dict[str, Any]:
     from liverlib import report
 
     run = RunDir.from_params(p)
+    # a stage's record is its commit point (written after its outputs): read first, so the report never mixes in
+    # the partial outputs of a stage that was killed or failed (e.g. summary.json without Figs. 8-11)
+    for stage, what in (("01_curation", "curation"), ("02_preprocessing", "preprocessing"), ("04_evaluation", "evaluation")):  # fmt: skip
+        record = run.root / "stages" / f"{stage}.json"
+        if not record.is_file():
+            raise RunError(f"{record}: missing: stage {stage[:2]} ({what}) did not finish in this run, so its outputs "
+                           f"may be partial; rerun notebook {stage} before 06_figures")  # fmt: skip
     run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
     path = report.write_report(run)  # writes Table 8 (report.render_tables), then report.md
     return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),

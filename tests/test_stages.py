@@ -97,3 +97,22 @@ def test_report_names_what_data_dir_auto_resolved_to(tmp_path: Path) -> None:
     assert run_settings(run)["data_dir"] == "phantom"
     write_json(tmp_path / "splits.json", {"data_dir": "/kaggle/input/lits", "splits": {}})
     assert run_settings(run)["data_dir"] == "/kaggle/input/lits"
+
+
+@pytest.mark.reliability("'PATH/stages/04_evaluation.json: missing: stage 04 (evaluation) did not finish in this run, "
+                         "so its outputs may be partial; rerun notebook 04_evaluation before 06_figures'", 1,
+                         "no report.md written")  # fmt: skip
+def test_report_refuses_a_stage_04_that_did_not_finish(trained: Path) -> None:
+    """Stage 04 killed after summary.json and the metric tables but before its record and Figs. 8-11: stage 06 used
+    to exit 0 with a report linking to figures that were never drawn."""
+    run = _copy(trained, "killed04")
+    p = resolve(**TINY, output_root=str(trained), run_name="killed04")
+    stages.run_evaluation(p, progress=False)
+    record = run / "stages/04_evaluation.json"
+    kept = record.read_text(encoding="utf-8")
+    record.unlink()
+    with pytest.raises(RunError, match=rf"^{record}: missing: stage 04 \(evaluation\) did not finish in this run"):
+        stages.run_figures(p)
+    assert not (run / "report.md").exists()
+    record.write_text(kept, encoding="utf-8")  # a finished stage 04: reported
+    assert stages.run_figures(p)["report"].is_file()
