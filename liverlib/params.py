@@ -296,7 +296,15 @@ def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overr
         raise ParamError(
             f"{path}: missing; run notebook 01 for run {run_name!r} first (it records the run's parameters)"
         )
-    recorded = validate(json.loads(path.read_text(encoding="utf-8"))["parameters"], str(path))
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["parameters"]
+    except json.JSONDecodeError as exc:  # e.g. cut short by a full disk or a killed copy
+        raise ParamError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); rerun notebook 01 "
+                         f"for run {run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
+    except (OSError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ParamError(f"{path}: not the run's parameters ({type(exc).__name__}: {exc}); rerun notebook 01 for run "
+                         f"{run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
+    recorded = validate(recorded, str(path))
     may = set(STAGE_KEYS[stage]) | set(RUN_KEYS)
     differ = sorted(k for k, v in values.items() if k not in may and k != "profiles" and
                     json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k])))  # fmt: skip

@@ -106,3 +106,23 @@ def test_nan_loss_stops_training_naming_the_volumes_and_cache(tmp_path: Path) ->
     assert vid in [int(v) for v in msg.split("volume(s) [")[1].split("]")[0].split(", ")]
     assert f"check the cache {cache} " in msg
     assert not (tmp_path / "r/models/hybrid/last.pt").exists()
+
+
+@pytest.mark.reliability("'PATH/params.json: not valid JSON (line 1, column N: ...); rerun notebook 01 for run 'r' "
+                         "with its parameters (it rewrites the file)'; under study: 'FAILED in 02_..., cell N: ...'", 1,
+                         "the run folder as it was")  # fmt: skip
+def test_truncated_params_json_is_named(tmp_path: Path) -> None:
+    """params.json cut short (a full disk): notebooks 02-06 used to fail with a JSONDecodeError traceback."""
+    from liverlib.params import ParamError, stage_params
+
+    p, _ = _prepared(tmp_path)
+    path = tmp_path / "r/params.json"
+    path.write_text(path.read_text(encoding="utf-8")[:500], encoding="utf-8")
+    with pytest.raises(ParamError, match=rf"^{path}: not valid JSON \(line \d+, column \d+: .*\); rerun notebook 01 "
+                                         r"for run 'r' with its parameters \(it rewrites the file\)$"):  # fmt: skip
+        stage_params("02", run_name="r", output_root=str(tmp_path))
+    path.write_text('{"params": {}}', encoding="utf-8")
+    with pytest.raises(ParamError, match=rf"^{path}: not the run's parameters \(KeyError: 'parameters'\)"):
+        stage_params("02", run_name="r", output_root=str(tmp_path))
+    stages.run_curation(p, progress=False)  # what the message says to do: the file is rewritten
+    assert stage_params("02", run_name="r", output_root=str(tmp_path)).image_size == TINY["image_size"]
