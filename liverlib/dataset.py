@@ -13,6 +13,9 @@ from torch.utils.data import Dataset
 from liverlib.preprocess import PreprocessConfig, SliceCache
 from liverlib.run import RunDir, RunError, read_json
 
+MAX_LABEL = 2
+"""The largest label a cached mask may hold (tumor)."""
+
 
 class SliceDataset(Dataset):
     """Slices of the manifest, read from memory-mapped cache arrays.
@@ -38,6 +41,9 @@ class SliceDataset(Dataset):
         v, s = int(self.volume_ids[i]), int(self.slice_idx[i])
         image = np.asarray(self.cache.image(v)[s], dtype=np.float32)
         mask = np.asarray(self.cache.mask(v)[s])
+        if mask.max(initial=0) > MAX_LABEL:  # ~10 µs a slice; the loss would fail with 'Target 7 is out of bounds'
+            raise RunError(f"{self.cache.root / f'{v}_mask.npy'}: slice {s} holds label {int(mask.max())} (expected "
+                           "0, 1, 2): a damaged cache; rerun notebook 02, which rebuilds it")  # fmt: skip
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

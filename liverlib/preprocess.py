@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ import pandas as pd
 
 from liverlib.io import atomic_write, load_case
 from liverlib.params import PREPROCESS_KEYS, ParamError, digest
+from liverlib.progress import ENV as PROGRESS_ENV
+from liverlib.progress import RUNNER, write_console
 from liverlib.progress import bar as tqdm
 from liverlib.run import RunError
 
@@ -574,7 +577,10 @@ def build_cache(
             n_slices += int(np.load(mask_p, mmap_mode="r").shape[0])
             continue
         if problem != MISSING:
-            print(f"cache: {problem}; rebuilding volume {int(r.volume_id)}", flush=True)
+            line = f"cache: {problem}; rebuilding volume {int(r.volume_id)}"
+            print(line, flush=True)
+            if os.environ.get(PROGRESS_ENV) == RUNNER:  # the study runner's console, not only the executed notebook
+                write_console(line)
             repaired.append(problem)
         _record_path(root, int(r.volume_id)).unlink(missing_ok=True)
         t_read = time.perf_counter()

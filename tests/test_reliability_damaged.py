@@ -126,3 +126,19 @@ def test_truncated_params_json_is_named(tmp_path: Path) -> None:
         stage_params("02", run_name="r", output_root=str(tmp_path))
     stages.run_curation(p, progress=False)  # what the message says to do: the file is rewritten
     assert stage_params("02", run_name="r", output_root=str(tmp_path)).image_size == TINY["image_size"]
+
+
+@pytest.mark.reliability("stage 03 alone: 'PATH/N_mask.npy: slice S holds label 7 (expected 0, 1, 2): a damaged cache; "
+                         "rerun notebook 02, which rebuilds it'", 1, "the last complete epoch's last.pt (none here)")  # fmt: skip
+def test_cache_mask_with_value_7_stops_training_naming_the_file(tmp_path: Path) -> None:
+    """Mask cache values set to 7, read by stage 03 without stage 02 first: 'IndexError: Target 7 is out of bounds'."""
+    from liverlib.training import train
+
+    p, cache = _prepared(tmp_path)
+    vid = read_json(tmp_path / "r/splits.json")["splits"]["train"][0]
+    path = cache / f"{vid}_mask.npy"
+    _damage(path, lambda a: a.__setitem__(slice(None), 7))
+    with pytest.raises(RunError, match=rf"^{path}: slice \d+ holds label 7 \(expected 0, 1, 2\): a damaged cache; "
+                                       r"rerun notebook 02, which rebuilds it$"):  # fmt: skip
+        train(p, progress=False)
+    assert not (tmp_path / "r/models/hybrid/last.pt").exists()
