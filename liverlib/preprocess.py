@@ -377,7 +377,10 @@ def verify_volume(root: Path, volume_id: int, image_size: int) -> str | None:
         if rec.get("blake2b") not in (None, _checksum(arr)):
             return f"{path}: its content changed since the cache was built (checksum differs)"
     if stale:
-        _write_record(root, volume_id, {k: np.load(p, mmap_mode="r") for k, p in paths.items()})
+        try:
+            _write_record(root, volume_id, {k: np.load(p, mmap_mode="r") for k, p in paths.items()})
+        except OSError:  # a read-only cache: verified now, verified again next time
+            pass
     return None
 
 
