@@ -124,9 +124,11 @@ def warn_gpu_sized_job(p: Params) -> None:
     from liverlib.training import cpu_hours
 
     if p.device in ("auto", "cpu") and not torch.cuda.is_available():
-        hours = cpu_hours(
-            p.image_size, 1350 * max(1, p.n_volumes or 131) / 11, p.epochs
-        )  # the paper: 1,350 per 11 volumes
+        if p.data_dir == "phantom":  # about half of a phantom case's slices hold liver; 80 % of the volumes train
+            slices = 0.8 * max(1, p.n_volumes or p.phantom_cases) * sum(p.phantom_slices) / 4
+        else:  # the paper: 1,350 training slices per 11 volumes
+            slices = 1350 * max(1, p.n_volumes or 131) / 11
+        hours = cpu_hours(p.image_size, slices, p.epochs)
         if hours > 1:
             print(f"liverlib study: note: no CUDA device; {p.epochs} epochs at {p.image_size}² will train on the CPU "
                   f"for about {hours:,.0f} h (≈ {hours / 24:.1f} days; derived from docs/benchmarks.md). The smoke "

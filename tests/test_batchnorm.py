@@ -24,7 +24,8 @@ from liverlib.run import RunDir
 from liverlib.validation import _batchnorms, recompute_bn_stats, validate
 from tests.tiny import TINY_RUN, prepare
 
-EPOCHS = 4
+EPOCHS = 3
+LR = 1e-2  # large steps: the running averages lag the weights (measured gap 0.30 liver Dice; at 2e-3 none)
 
 
 def _net(dropout: float = 0.0) -> torch.nn.Module:
@@ -92,7 +93,7 @@ def stale(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny phantom run trained as before the fix: the recomputation switched off, so ``last.pt`` holds the running
     statistics training left (the weights are those of a fixed run: training never reads running statistics)."""
     root = tmp_path_factory.mktemp("bn")
-    p = prepare(resolve(**{**TINY_RUN, "lr": 2e-3}, epochs=EPOCHS, output_root=str(root), run_name="stale"))
+    p = prepare(resolve(**{**TINY_RUN, "lr": LR}, epochs=EPOCHS, output_root=str(root), run_name="stale"))
     mp = pytest.MonkeyPatch()
     mp.setattr(training, "recompute_bn_stats", lambda *a, **k: 0)
     try:
@@ -103,7 +104,7 @@ def stale(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_running_statistics_collapse_validation_and_recomputing_them_fixes_it(stale: Path) -> None:
-    p = resolve(**{**TINY_RUN, "lr": 2e-3}, epochs=EPOCHS, output_root=str(stale), run_name="stale")
+    p = resolve(**{**TINY_RUN, "lr": LR}, epochs=EPOCHS, output_root=str(stale), run_name="stale")
     run = RunDir.from_params(p)
     own = DataLoader(SliceDataset(split_index(run, "train"), open_run_cache(run, PreprocessConfig.from_params(p)), None),
                      batch_size=8)  # fmt: skip
