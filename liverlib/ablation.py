@@ -1,4 +1,4 @@
-"""The preprocessing ablation (STUDY §8, paper Table 4): each arm is a run folder of its own.
+"""The preprocessing ablation (docs/study.md §8, paper Table 4): each arm is a run folder of its own.
 
 The study runner (:func:`liverlib.study.run_study`) makes every arm, before notebook 05, as it makes any
 run: :func:`prepare_arm` copies the main run's curation files (same volumes, same split) into

@@ -1,11 +1,11 @@
-"""Training-time augmentation of the study (paper §II.C; STUDY §3), in albumentations 2.0.8.
+"""Training-time augmentation of the study (paper §II.C; docs/study.md §3), in albumentations 2.0.8.
 
 The paper's list was written for albumentations 1.x; this module is its 2.x translation. Every
 transform and the ``Compose`` are built with ``strict=True``: a 1.x-only argument (``var_limit``,
 ``max_holes``, ``alpha_affine``, …) raises instead of being dropped with a warning and replaced by
-a 2.x default (shared/NOTES.md, "albumentations 2.x").
+a 2.x default.
 
-Inputs: ``image`` float32 (H, W) in [0, 1] (the preprocessing output, STUDY §2) and ``mask`` uint8
+Inputs: ``image`` float32 (H, W) in [0, 1] (the preprocessing output, docs/study.md §2) and ``mask`` uint8
 (H, W) with values in ``liverlib.labels.LABELS``. Outputs keep shape, dtype and range (intensity
 transforms clip to [0, 1]). Geometric transforms move the mask with nearest-neighbour interpolation
 and fill borders with 0 (background) in image and mask; intensity transforms never touch the mask.
@@ -70,7 +70,7 @@ def build_augmentation(
     dropout_p: float = 0.3,
     seed: int | None = None,
 ) -> A.Compose:
-    """The paper's augmentation pipeline (§II.C; STUDY §3), in its order, strict mode on.
+    """The paper's augmentation pipeline (§II.C; docs/study.md §3), in its order, strict mode on.
 
     1. HorizontalFlip (p 0.5); 2. VerticalFlip (p 0.3); 3. Rotate ±25° (p 0.5);
     4. ShiftScaleRotate (p 0.5) as 2.x ``Affine``: translate ±6.25 %, scale 0.9–1.1, rotate ±15°

@@ -1,4 +1,4 @@
-"""Curation (STUDY §1, paper §II.A): eligibility, seeded selection, volume-level split, manifest.
+"""Curation (docs/study.md §1, paper §II.A): eligibility, seeded selection, volume-level split, manifest.
 
 Writes ``volumes.csv`` (every scanned volume with its status), ``manifest.csv`` (one row per kept
 slice: volume_id, split, slice_idx, liver_px, tumor_px, source paths, spacing), ``splits.json`` and
@@ -119,7 +119,7 @@ def scan_volumes(cases: list[CasePaths], *, progress: bool = True, exclude_ids: 
 
     A volume whose files are missing, unreadable, truncated or invalid (labels outside {0, 1, 2}, non-integer
     labels, NaN/inf voxels), or whose image and mask do not align, gets the reason in ``problem`` (file
-    names, not paths) and the scan goes on (STUDY §1: curation rejects, it does not stop). Volumes in
+    names, not paths) and the scan goes on (docs/study.md §1: curation rejects, it does not stop). Volumes in
     ``exclude_ids`` are not read at all (``problem`` = :data:`NOT_READ`).
 
     Args:
@@ -188,7 +188,7 @@ def _size_strata(ids: list[int], sizes: dict[int, float], n: int) -> list[list[i
 def select_volumes(
     volumes: pd.DataFrame, n_volumes: int, *, seed: int = 42, volume_ids: list[int] | None = None
 ) -> list[int]:
-    """Choose the study's volumes among the eligible ones (STUDY §1).
+    """Choose the study's volumes among the eligible ones (docs/study.md §1).
 
     Explicit ``volume_ids`` win (each must be eligible). Otherwise a seeded draw of ``n_volumes``
     stratified by tumor size: eligible volumes sorted by tumor volume are cut into ``n_volumes``

@@ -1,4 +1,4 @@
-"""PyTorch dataset over the preprocessed slice cache (never NIfTI; STUDY §2, §6)."""
+"""PyTorch dataset over the preprocessed slice cache (never NIfTI; docs/study.md §2, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation (STUDY §7, paper §II.F, §III.D): per slice as the paper, per volume as LiTS.
+"""Evaluation (docs/study.md §7, paper §II.F, §III.D): per slice as the paper, per volume as LiTS.
 
 Per slice: the test split's curated slices at the model's resolution, metrics of
 :mod:`liverlib.metrics` with their empty-mask rules named; the same slices are scored once more

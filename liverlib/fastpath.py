@@ -1,6 +1,6 @@
 """A device-resident feeder of training batches: the fast path's replacement for the CPU DataLoader.
 
-The paper's 1,688 slices at 256² are ≈ 220 MB in float16 (shared/NOTES.md): the whole training split fits on
+The paper's 1,688 slices at 256² are ≈ 220 MB in float16: the whole training split fits on
 any GPU. :class:`GpuBatches` copies a split's slices out of the run's cache once (float16 images, uint8
 masks), keeps them on the device when they fit, and yields shuffled batches augmented there by
 :func:`liverlib.gpu_augment.augment_batch`, so no CPU worker sits between the cache and the model.
@@ -50,7 +50,7 @@ def fits_on_device(nbytes: int, device: torch.device, share: float = GPU_MEMORY_
 
 
 class GpuBatches:
-    """Shuffled, augmented training batches from a split held on the device (STUDY §3, §6).
+    """Shuffled, augmented training batches from a split held on the device (docs/study.md §3, §6).
 
     Args:
         cache: the run's preprocessed cache (:func:`liverlib.dataset.open_run_cache`).

@@ -1,4 +1,4 @@
-"""The paper's figures as pure plotting functions (STUDY §2, §6–8; paper Figs. 2–4, 6–11, Table 4).
+"""The paper's figures as pure plotting functions (docs/study.md §2, §6–8; paper Figs. 2–4, 6–11, Table 4).
 
 Callers pass arrays and DataFrames (nothing here reads files) and get a :class:`~matplotlib.figure.Figure`
 built without pyplot (notebooks show it once, nothing leaks); :func:`save_figure` writes it under the
@@ -130,7 +130,7 @@ def fig02_case_overview(image: np.ndarray, mask: np.ndarray, title: str = "", hu
 
 
 def fig03_pipeline(stages: dict[str, np.ndarray], hu: bool | None = None) -> Figure:
-    """Paper Fig. 3: one panel per preprocessing stage (STUDY §2) in the dict's order, titled by key.
+    """Paper Fig. 3: one panel per preprocessing stage (docs/study.md §2) in the dict's order, titled by key.
 
     ``stages`` maps a name to an ``(H, W)`` image, e.g. original (HU), normalised, CLAHE, gamma ([0, 1]);
     ``hu`` as in :func:`to_grey` (None detects per image). A panel shown through :data:`HU_WINDOW` says so in
@@ -181,7 +181,7 @@ def fig06_loss_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...]]
     """Paper Fig. 6: (a) train/validation loss per epoch, (b) validation Dice per epoch, on one epoch axis.
 
     ``history`` has ``epoch, train_loss, val_loss`` and, for (b), ``val_liver_dice`` (ε-smoothed) and optionally
-    ``val_tumor_dice_gtpos``. The best epoch (lowest validation loss, the first on ties; STUDY §6) is a green
+    ``val_tumor_dice_gtpos``. The best epoch (lowest validation loss, the first on ties; docs/study.md §6) is a green
     marker and a vertical line through both panels, so one sees whether it is a real optimum of the
     validation curves or a lone dip. Every epoch is a marker; the x-axis spans this run's epochs only. With
     ``paper`` (the paper's Table 5: epoch → (train loss, val loss, …)), its values at epochs inside that span
@@ -284,7 +284,7 @@ def fig07_metric_curves(history: pd.DataFrame, paper: dict[int, tuple[float, ...
 
 
 def best_epoch(history: pd.DataFrame) -> int:
-    """The epoch with the lowest ``val_loss`` (the first on ties; STUDY §6)."""
+    """The epoch with the lowest ``val_loss`` (the first on ties; docs/study.md §6)."""
     return int(history.loc[history["val_loss"].idxmin(), "epoch"])
 
 
@@ -444,7 +444,7 @@ ARM_LABELS: dict[str, str] = {"paper": "ours: CLAHE + gamma", "no_enhancement": 
 
 
 def fig_ablation(table: pd.DataFrame) -> Figure:
-    """Table 4 as bars per ablation arm (STUDY §8), any number of arms: liver and tumor Dice (ε-smoothed, all
+    """Table 4 as bars per ablation arm (docs/study.md §8), any number of arms: liver and tumor Dice (ε-smoothed, all
     slices) and, when ``table`` has ``tumor_dice_gt_positive``, the tumor Dice over GT-positive slices; the
     paper's values as black diamonds ("paper, Table 4"), our arms labelled "ours: …" (:data:`ARM_LABELS`).
 

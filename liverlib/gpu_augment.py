@@ -1,9 +1,9 @@
-"""The paper's augmentation (paper §II.C; STUDY §3) in torch, on a whole batch, on the CPU or the GPU.
+"""The paper's augmentation (paper §II.C; docs/study.md §3) in torch, on a whole batch, on the CPU or the GPU.
 
 :func:`liverlib.augment.build_augmentation` (albumentations 2.0.8, one sample at a time on the CPU) stays the
 paper path. This module draws the same transforms with the same parameter ranges and probabilities per sample
 from a ``torch.Generator`` and applies them to a batch at once, so a GPU-resident training set can be augmented
-where it lives (≈ 120–200 albumentations samples/s per CPU process cannot feed a GPU; shared/NOTES.md).
+where it lives (≈ 120–200 albumentations samples/s per CPU process cannot feed a GPU).
 
 Order and ranges (albumentations 2.0.8 semantics, read from its source):
 

@@ -1,4 +1,4 @@
-"""Finding, reading and writing LiTS-style NIfTI cases (STUDY §1).
+"""Finding, reading and writing LiTS-style NIfTI cases (docs/study.md §1).
 
 Every array liverlib hands out is in one *display convention*, whatever the file's orientation:
 shape ``(slices, rows, cols)``, rows run anterior → posterior (anterior at the top), columns run
@@ -413,7 +413,7 @@ def _to_labels(data: np.ndarray, path: Path) -> np.ndarray:
 def check_pair(volume_path: Path, mask_path: Path) -> str | None:
     """Why a volume and its mask do not align (shape or affine differ), or None if they do.
 
-    Reads headers only. Used by curation (STUDY §1 rule 3) to reject a pair instead of stopping.
+    Reads headers only. Used by curation (docs/study.md §1 rule 3) to reject a pair instead of stopping.
     """
     vi, mi = _open(volume_path), _open(mask_path)
     if vi.shape != mi.shape:

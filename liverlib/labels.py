@@ -1,4 +1,4 @@
-"""Class labels of LiTS (STUDY §1): one mapping used everywhere instead of bare numbers."""
+"""Class labels of LiTS (docs/study.md §1): one mapping used everywhere instead of bare numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The study's mixed loss L = CE + Dice + 0.5 × Focal (paper §II.E, Table 2, Eq. 10; STUDY §5).
+"""The study's mixed loss L = CE + Dice + 0.5 × Focal (paper §II.E, Table 2, Eq. 10; docs/study.md §5).
 
 Pure functions over logits (B, C, H, W) and integer targets (B, H, W) with values in
 ``liverlib.labels.LABELS``, plus :class:`CombinedLoss`, a thin ``nn.Module`` over them (as in
@@ -24,7 +24,7 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Soft multi-class Dice loss (paper Table 2, ε = 1e-6; STUDY §5).
+    """Soft multi-class Dice loss (paper Table 2, ε = 1e-6; docs/study.md §5).
 
     With p = softmax(logits) and g = one-hot(target), for each class c the Dice is computed over all
     pixels of the whole batch at once: D_c = (2 Σ p_c g_c + ε) / (Σ p_c + Σ g_c + ε), the sums running
@@ -51,7 +51,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> 
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Softmax focal loss −α (1 − p_t)^γ log p_t averaged over all pixels (paper Table 2; STUDY §5).
+    """Softmax focal loss −α (1 − p_t)^γ log p_t averaged over all pixels (paper Table 2; docs/study.md §5).
 
     p_t is the softmax probability of each pixel's true class; α is one constant for every class
     (paper: "a constant weight applied uniformly across classes"). With γ = 0 this is α × CE.
@@ -78,7 +78,7 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 class CombinedLoss(nn.Module):
-    """L = w_ce·CE + w_dice·Dice + w_focal·Focal (paper Eq. 10: weights 1, 1, 0.5; STUDY §5).
+    """L = w_ce·CE + w_dice·Dice + w_focal·Focal (paper Eq. 10: weights 1, 1, 0.5; docs/study.md §5).
 
     Args:
         ce_weight: weight of cross-entropy (1.0).

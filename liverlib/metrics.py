@@ -1,4 +1,4 @@
-"""Segmentation metrics (STUDY §7): per-slice paper metrics and LiTS-style per-volume metrics.
+"""Segmentation metrics (docs/study.md §7): per-slice paper metrics and LiTS-style per-volume metrics.
 
 Two class rules:
 
@@ -8,7 +8,7 @@ Two class rules:
 Every score takes its empty-mask rule explicitly (``empty=``), one of :data:`EMPTY_RULES`; it decides
 what a ratio with a zero denominator scores:
 
-* ``"smoothed"``: (num + ε) / (den + ε), the loss's convention (STUDY §5): empty/empty = 1,
+* ``"smoothed"``: (num + ε) / (den + ε), the loss's convention (docs/study.md §5): empty/empty = 1,
   prediction-only ≈ 0. Applied to every slice, defined or not.
 * ``"one"``: 0/0 = 1 (smp's ``zero_division=1``, medpy ≥ 0.5).
 * ``"zero"``: 0/0 = 0 (LiTS official scoring, medpy 0.2.2).
@@ -36,7 +36,7 @@ import torch
 from liverlib.labels import FOREGROUND, LABELS, NUM_CLASSES
 
 EPS: float = 1e-6
-"""Smoothing ε of the ``"smoothed"`` rule, the Dice loss's ε (STUDY §5)."""
+"""Smoothing ε of the ``"smoothed"`` rule, the Dice loss's ε (docs/study.md §5)."""
 
 EMPTY_RULES: tuple[str, ...] = ("smoothed", "one", "zero", "nan", "both_empty_one")
 """Empty-mask rules of the count-based scores (module docstring)."""
@@ -136,7 +136,7 @@ def dice(tp: Any, fp: Any, fn: Any, *, empty: str, eps: float = EPS) -> np.ndarr
 
 
 def iou(tp: Any, fp: Any, fn: Any, *, empty: str, eps: float = EPS) -> np.ndarray:
-    """IoU (Jaccard) = tp / (tp + fp + fn), counted from the confusion counts (STUDY §7)."""
+    """IoU (Jaccard) = tp / (tp + fp + fn), counted from the confusion counts (docs/study.md §7)."""
     return _ratio(tp, np.asarray(tp) + fp + fn, 0, empty, eps)
 
 
@@ -185,7 +185,7 @@ def confusion_matrix(pred: Array, target: Array, num_classes: int = NUM_CLASSES)
 def per_slice_table(
     pred: Array, target: Array, *, ids: Mapping[str, Any] | None = None, eps: float = EPS
 ) -> pd.DataFrame:
-    """One row per slice: paper-rule counts and scores (STUDY §7, Table 6).
+    """One row per slice: paper-rule counts and scores (docs/study.md §7, Table 6).
 
     Args:
         pred: predicted labels (N, H, W), ints 0..2.
@@ -235,7 +235,7 @@ def _derived(mean: Any, n: int, how: str, slices: str) -> dict[str, Any]:
 def summarize_slices(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Mean ± std of the per-slice metrics of :func:`per_slice_table`, each with its rule.
 
-    Per class ``c``: ``c_dice_smoothed`` (all slices, STUDY §7 (a)); ``c_dice_one|zero|nan`` (the
+    Per class ``c``: ``c_dice_smoothed`` (all slices, docs/study.md §7 (a)); ``c_dice_one|zero|nan`` (the
     other conventions, recomputed from the counts); ``c_dice_gt_positive`` and ``c_iou_gt_positive``
     (slices whose truth holds ``c``, §7 (b); no empty rule is needed there); ``c_iou`` (counted,
     smoothed); ``c_iou_from_mean_dice`` (the paper's Eq. 16 applied to the mean smoothed Dice:

@@ -1,4 +1,4 @@
-"""The hybrid 2D CNN-Transformer of the study and its segmentation-models-pytorch baseline (STUDY §4).
+"""The hybrid 2D CNN-Transformer of the study and its segmentation-models-pytorch baseline (docs/study.md §4).
 
 :class:`HybridTransUNet` follows paper §II.D and Table 1: a four-stage U-Net encoder, a four-layer
 transformer over the 32×32×512 bottleneck (1,024 tokens at a 256×256 input), and a three-stage
@@ -40,7 +40,7 @@ class PositionalEmbedding(nn.Module):
     """Learnable positional embedding of a ``grid × grid`` token map (paper Table 1, 1,024 × 512).
 
     For a bottleneck of another size the embedding is resized bilinearly (``align_corners=False``)
-    over its grid (STUDY §4: other input sizes must work).
+    over its grid (docs/study.md §4: other input sizes must work).
     """
 
     def __init__(self, dim: int, grid: int):
@@ -112,7 +112,7 @@ class TransformerLayer(nn.Module):
 
 
 class HybridTransUNet(nn.Module):
-    """Hybrid 2D CNN-Transformer U-Net of the study (paper §II.D, Table 1; STUDY §4).
+    """Hybrid 2D CNN-Transformer U-Net of the study (paper §II.D, Table 1; docs/study.md §4).
 
     Args:
         in_channels: image channels (1: a CT slice).
@@ -190,7 +190,7 @@ def build_model(
     encoder_weights: str | None = None,
     fused_attention: bool = True,
 ) -> nn.Module:
-    """Build the study's model or a segmentation-models-pytorch peer baseline (STUDY §4).
+    """Build the study's model or a segmentation-models-pytorch peer baseline (docs/study.md §4).
 
     Args:
         name: "hybrid" (:class:`HybridTransUNet`, paper defaults) or "unet_smp" (``smp.Unet``).
@@ -217,7 +217,7 @@ def build_model(
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts (STUDY §4; paper: "about 20.3M").
+    """Parameter counts (docs/study.md §4; paper: "about 20.3M").
 
     For the default :class:`HybridTransUNet`: total 20,832,963 = trainable; positional embedding
     524,288 (1,024 × 512); without it 20,308,675, which is the paper's 20.3M.

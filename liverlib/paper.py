@@ -1,4 +1,4 @@
-"""The paper's reported numbers (STUDY §8–9), shown beside reproduced ones. Nothing here is measured."""
+"""The paper's reported numbers (docs/study.md §8–9), shown beside reproduced ones. Nothing here is measured."""
 
 from __future__ import annotations
 
@@ -54,10 +54,10 @@ LITERATURE = [  # Table 8 as printed: reference, year, method, dataset, liver Di
 TABLE8_LEVEL = {"Hybrid CNN–Transformer": "per slice (mean over 170 test slices)"}
 """The level at which a Table 8 row was scored, where the paper says (its own row, §III.D); the others: not stated."""
 SETTINGS = {"epochs": 100, "image_size": 256, "batch_size": 8, "lr": 1e-4, "best_epoch": BEST_EPOCH}
-"""The paper's training settings (§III.A, STUDY §6)."""
+"""The paper's training settings (§III.A, docs/study.md §6)."""
 LOSS = {"ce_weight": 1.0, "dice_weight": 1.0, "focal_weight": 0.5, "dice_eps": 1e-6, "focal_alpha": 0.25,
         "focal_gamma": 2.0}  # fmt: skip
-"""The paper's loss settings (Table 2, Eq. 10; STUDY §5)."""
+"""The paper's loss settings (Table 2, Eq. 10; docs/study.md §5)."""
 TEST_SLICES = 170
 """Test slices the paper's means and "±" (standard deviation over slices) are over (Table 6)."""
 TRAINING = {"hardware": "1× Tesla T4 (16 GB), PyTorch 2.0", "hours_100_epochs": 4.02, "train_slices": 1350}

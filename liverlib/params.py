@@ -1,4 +1,4 @@
-"""Study parameters: one flat schema, YAML profiles, strict validation (STUDY §1–8).
+"""Study parameters: one flat schema, YAML profiles, strict validation (docs/study.md §1–8).
 
 Every key a notebook or profile may set is in :data:`DEFAULTS` (the paper's values; comments cite the
 STUDY section). papermill only warns about unknown keys, so :func:`resolve` turns an unknown or
@@ -24,13 +24,13 @@ DEFAULTS: dict[str, Any] = {
     "data_dir": "auto",  # "auto" (the Kaggle LiTS mount if attached, else the phantom), "phantom", a folder, or null (Kaggle mount)
     "profiles": [],  # params/ profiles (names like "smoke" or paths) layered under the notebook's own values
     "cache_dir": "",  # "" = <output_root>/cache (shared by runs and ablation arms)
-    "seed": 42,  # STUDY §1, §6
+    "seed": 42,  # docs/study.md §1, §6
     "overwrite": False,  # allow a stage to replace files written with other parameters
     # embedded phantom (data_dir: phantom)
     "phantom_cases": 14,
     "phantom_size": 512,
     "phantom_slices": [60, 120],
-    # curation, STUDY §1
+    # curation, docs/study.md §1
     "n_volumes": 11,  # paper: 11 volumes, 1,688 slices; 0 = all eligible
     "volume_ids": [],  # explicit selection overrides the seeded draw
     "exclude_ids": [],  # volumes excluded by eye (artefacts)
@@ -45,33 +45,33 @@ DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.1,
     "folds": 0,  # k-fold cross-validation by volume (0 = off); full_lits uses 5
     "fold": 0,  # which fold is the test set when folds > 0
-    # preprocessing, STUDY §2
+    # preprocessing, docs/study.md §2
     "image_size": 256,
     "hu_window": [],  # [] = paper (no window); e.g. [-200, 250]
-    "quantize_8bit": True,  # round the normalised image to k/255 in every arm (CLAHE's 8-bit input), STUDY §2
+    "quantize_8bit": True,  # round the normalised image to k/255 in every arm (CLAHE's 8-bit input), docs/study.md §2
     "use_clahe": True,
     "clahe_clip": 2.0,
     "clahe_tile": 8,
     "use_gamma": True,
     "gamma": 1.2,
     "normalization": "minmax",  # "minmax" (paper, per slice) or "ct_norm" (nnU-Net CT: training foreground clip + z-score)
-    # augmentation, STUDY §3
+    # augmentation, docs/study.md §3
     "augment": True,
     "elastic_alpha": 1.0,  # paper value; moves pixels ~0.03 px in albumentations 2.x
     "elastic_sigma": 50.0,
-    # model, STUDY §4
+    # model, docs/study.md §4
     "model": "hybrid",  # "hybrid" (paper) or "unet_smp" (segmentation-models-pytorch baseline)
     "encoder": "resnet34",  # smp baseline encoder
     "encoder_weights": None,  # None: nothing is downloaded at run time
     "fused_attention": True,
-    # loss, STUDY §5
+    # loss, docs/study.md §5
     "ce_weight": 1.0,
     "dice_weight": 1.0,
     "focal_weight": 0.5,
     "focal_alpha": 0.25,
     "focal_gamma": 2.0,
     "dice_eps": 1.0e-6,
-    # training, STUDY §6
+    # training, docs/study.md §6
     "epochs": 100,
     "batch_size": 8,
     "lr": 1.0e-4,
@@ -92,11 +92,11 @@ DEFAULTS: dict[str, Any] = {
     "tracking": "off",  # "off" or "mlflow": parameters, per-epoch metrics, summary in <run>/mlflow.db (liverlib.tracking)
     "train_baseline": True,  # also train the smp baseline on the same split (Table 8)
     "baseline_epochs": 0,  # 0 = same as epochs
-    # evaluation, STUDY §7
+    # evaluation, docs/study.md §7
     "eval_batch_size": 16,
     "liver_lcc": False,  # keep the largest liver component per volume
     "bootstrap_resamples": 1000,
-    # ablation, STUDY §8
+    # ablation, docs/study.md §8
     "ablation_arms": ["paper", "no_enhancement", "clahe_only", "gamma_only", "hu_window"],
     "ablation_epochs": 0,  # 0 = same as epochs
 }

@@ -1,4 +1,4 @@
-"""Per-volume metrics, LiTS style (STUDY §7): Dice per case and global Dice, surface distances in mm (ASSD,
+"""Per-volume metrics, LiTS style (docs/study.md §7): Dice per case and global Dice, surface distances in mm (ASSD,
 HD95), the largest connected component. Per-slice counts and scores are in :mod:`liverlib.metrics`.
 
 Every function takes its empty-mask rule as an explicit argument (``empty``), as the per-slice ones do.
@@ -159,7 +159,7 @@ def volume_metrics(
     dice_empty: str = "nan",
     distance_empty: str = "nan",
 ) -> dict[str, Any]:
-    """LiTS-style metrics of one volume (STUDY §7, beyond the paper): liver = label ≥ 1, tumor = 2.
+    """LiTS-style metrics of one volume (docs/study.md §7, beyond the paper): liver = label ≥ 1, tumor = 2.
 
     Args:
         pred_labels: predicted labels, (slices, rows, cols), ints 0..2.

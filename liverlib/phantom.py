@@ -1,4 +1,4 @@
-"""Embedded synthetic LiTS-like CT data: phantoms that need no download (STUDY §1).
+"""Embedded synthetic LiTS-like CT data: phantoms that need no download (docs/study.md §1).
 
 Each case is an abdominal CT phantom built in the display convention of :mod:`liverlib.io` (slices
 inferior → superior, rows anterior → posterior, columns patient's right → left): body outline with
@@ -8,7 +8,7 @@ bowel holding air or fluid, and hypodense tumors (label 2) inside the liver, the
 and Gaussian noise. In-plane sizes are in mm and the field of view scales with 512/size, so a 128-px
 set looks like a downscaled 512 set; along z, organs span fixed fractions of the scan. Case N is stored
 in voxel order RAS, LPS or LAS (N mod 3), so loading exercises the reorientation. With 4 or more
-cases the last three are built to fail curation (STUDY §1 rules 1–3): no tumor, tumor on 3 slices,
+cases the last three are built to fail curation (docs/study.md §1 rules 1–3): no tumor, tumor on 3 slices,
 and a mask that lacks the last slice.
 
 The anatomy is built in :mod:`liverlib.phantom_anatomy`; this module plans the cases and writes them to a
@@ -150,7 +150,7 @@ def generate_phantom(
 
     Args:
         out_dir: folder to write into (created).
-        n_cases: cases 0..n_cases-1; with n_cases >= 4 the last three fail curation (STUDY §1).
+        n_cases: cases 0..n_cases-1; with n_cases >= 4 the last three fail curation (docs/study.md §1).
         size: rows = cols per slice (512 like LiTS; 128 for a smoke run; at least :data:`MIN_SIZE`).
         n_slices: inclusive range of slice counts, drawn per case (each ≥ :data:`MIN_SLICES`).
         seed: same seed → identical arrays and byte-identical files.

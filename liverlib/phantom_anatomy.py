@@ -1,4 +1,4 @@
-"""The anatomy of the embedded phantom: one synthetic abdominal CT case (:func:`make_case`), STUDY §1.
+"""The anatomy of the embedded phantom: one synthetic abdominal CT case (:func:`make_case`), docs/study.md §1.
 
 See :mod:`liverlib.phantom` for what a case holds; this module builds it, tissue by tissue (body, bowel,
 solid organs, great vessels, spine, ribs, liver vessels, tumors), and :mod:`liverlib.phantom` writes the
@@ -22,7 +22,7 @@ MIN_SIZE, MIN_SLICES = 32, 16
 ORIENTATIONS: tuple[tuple[str, str, str], ...] = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"))
 """File voxel orders, used in turn by case id (id mod 3)."""
 OUTCOMES: tuple[str, ...] = ("eligible", "no_tumor", "few_tumor_slices", "shape_mismatch")
-"""Intended curation outcome of a case; the last three are the rejections of STUDY §1 rules 1–3."""
+"""Intended curation outcome of a case; the last three are the rejections of docs/study.md §1 rules 1–3."""
 BURDENS: tuple[str, ...] = ("small", "medium", "large")
 """Tumor size strata of eligible cases (main tumor radius 4–9, 9–18, 22–40 mm)."""
 

@@ -1,4 +1,4 @@
-"""Preprocessing (STUDY §2, paper §II.B, Figs. 3–4) and the on-disk slice cache.
+"""Preprocessing (docs/study.md §2, paper §II.B, Figs. 3–4) and the on-disk slice cache.
 
 Per slice, in order: optional HU window → min-max to [0, 1] → 8-bit quantisation (k/255) → CLAHE
 (OpenCV, clip 2.0, 8×8 tiles) → gamma I' = I^1.2 → resize to ``image_size`` (bilinear image, nearest
@@ -109,7 +109,7 @@ class CTStats:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """The switchable steps of STUDY §2 (defaults = the paper)."""
+    """The switchable steps of docs/study.md §2 (defaults = the paper)."""
 
     image_size: int = 256
     hu_window: tuple[float, float] | None = None

@@ -1,8 +1,8 @@
-"""Segment users' own CT volumes into NIfTI label masks (STUDY §9, issue 4 item 7, issue 9, issue 12; docs/segment.md).
+"""Segment users' own CT volumes into NIfTI label masks (docs/study.md §14, issue 4 item 7, issue 9, issue 12; docs/segment.md).
 
 ``python -m liverlib segment --checkpoint best.pt --input volume.nii.gz --output mask.nii.gz`` reads a 3D CT
 in Hounsfield units, applies exactly the preprocessing recorded in the checkpoint's config (HU window,
-CLAHE, gamma, image size: STUDY §2; for ``normalization: ct_norm`` the training split's clip and z-score
+CLAHE, gamma, image size: docs/study.md §2; for ``normalization: ct_norm`` the training split's clip and z-score
 statistics the checkpoint carries as ``normalization``), predicts every axial slice in batches and writes uint8 labels
 (``LABELS``: 0 background, 1 liver, 2 tumor) with the input's shape, affine, voxel sizes and voxel order,
 so the mask overlays the CT voxel for voxel in 3D Slicer or ITK-SNAP. Beside each mask ``<name>.json`` names
@@ -69,7 +69,7 @@ STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "postprocess", "writ
 
 
 def preprocess_config(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> PreprocessConfig:
-    """The preprocessing a checkpoint was trained with (STUDY §2), from its ``config`` (and, for ``ct_norm``, the
+    """The preprocessing a checkpoint was trained with (docs/study.md §2), from its ``config`` (and, for ``ct_norm``, the
     training statistics it carries as ``normalization``: :func:`liverlib.checkpoint.attach_normalization`).
 
     Raises:

@@ -1,4 +1,4 @@
-"""Statistics of test scores (STUDY §7): bootstrap intervals and paired tests, per slice and per volume.
+"""Statistics of test scores (docs/study.md §7): bootstrap intervals and paired tests, per slice and per volume.
 
 The paper resampled slices and t-tested slices (:func:`bootstrap_ci`, :func:`paired_ttest`: kept,
 labelled as its method). Slices of one patient are not independent, so the unit that was sampled is
@@ -32,7 +32,7 @@ def bootstrap_ci(
     seed: int = 42,
     method: str = "percentile",
 ) -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean (STUDY §7: 1,000 seeded resamples, 95%).
+    """Bootstrap confidence interval of the mean (docs/study.md §7: 1,000 seeded resamples, 95%).
 
     NaNs (e.g. slices a ``"nan"`` empty rule left undefined) are dropped before resampling, so the
     interval is that of the ``nanmean``. Runs ``scipy.stats.bootstrap`` with a
@@ -75,7 +75,7 @@ def _pairs(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paired_ttest(a: Any, b: Any) -> dict[str, float | int]:
-    """Paired two-sided t-test of ``a`` vs ``b`` (STUDY §7: liver vs tumor Dice over test slices).
+    """Paired two-sided t-test of ``a`` vs ``b`` (docs/study.md §7: liver vs tumor Dice over test slices).
 
     Pairs where either value is NaN are dropped first (``nan_policy`` by hand, so ``n`` is known).
 

@@ -1,4 +1,4 @@
-"""The study runner: executes the numbered notebooks in order through papermill (STUDY §1–9).
+"""The study runner: executes the numbered notebooks in order through papermill (docs/study.md §1–9).
 
 It is the one mechanism for variants: ablation arms (``outputs/<run>/ablation/<arm>/``, made before
 notebook 05 by notebooks 02–04) and cross-validation folds (``outputs/<run>/folds/<k>/``, each a whole

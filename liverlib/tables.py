@@ -1,4 +1,4 @@
-"""The paper's tables, rebuilt from a run's files with the paper's values beside (STUDY §4–9).
+"""The paper's tables, rebuilt from a run's files with the paper's values beside (docs/study.md §4–9).
 
 Every per-slice score names its rule and n (slices used); tumor scores show the GT-positive value
 (slices whose ground truth holds tumor) beside the ε-smoothed, paper-comparable one. An undefined

@@ -1,4 +1,4 @@
-"""Training (STUDY §6, paper §III.A, Table 5, Figs. 6–7; docs/training.md).
+"""Training (docs/study.md §6, paper §III.A, Table 5, Figs. 6–7; docs/training.md).
 
 AdamW (1e-4, wd 1e-5), batch 8, ReduceLROnPlateau on validation loss (×0.5, patience 5), gradient
 clipping at norm 1.0 (or, ``lr_schedule: onecycle``, a warm-up and cosine decay stepped per batch:
@@ -62,7 +62,7 @@ RANK_SEED_STRIDE = 7919
 
 
 CPU_TRAIN_SLICES_PER_S_256 = 0.21
-"""The paper model's fp32 training step at 256² on a 2-core CPU (docs/benchmarks.md, shared/NOTES.md)."""
+"""The paper model's fp32 training step at 256² on a 2-core CPU (docs/benchmarks.md)."""
 
 
 def cpu_hours(image_size: int, slices: float, epochs: int) -> float:
@@ -159,7 +159,7 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: to
                loss_fn: torch.nn.Module, scaler: torch.amp.GradScaler, *, grad_clip: float,
                amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                scheduler: Callable[[], None] | None = None) -> torch.Tensor:  # fmt: skip
-    """One optimisation step (STUDY §6): forward (autocast when ``amp_dtype``), loss in fp32, backward,
+    """One optimisation step (docs/study.md §6): forward (autocast when ``amp_dtype``), loss in fp32, backward,
     unscale, clip the gradient norm, step, then ``scheduler()`` (a per-batch learning-rate step, if any).
     Shared by :func:`train` and the benchmark.
 

@@ -1,4 +1,4 @@
-"""Validation during training (STUDY §6, Figs. 6–7): the history's metrics, and DDP's shared BatchNorm buffers.
+"""Validation during training (docs/study.md §6, Figs. 6–7): the history's metrics, and DDP's shared BatchNorm buffers.
 
 ``history.csv`` columns are defined in :data:`liverlib.training.HISTORY_COLUMNS`. Under torchrun, rank 0's
 buffers are broadcast before validation (:func:`sync_buffers`) and every rank's counts are gathered, so the

@@ -1,4 +1,4 @@
-"""Tests of liverlib.augment: label safety, mask untouched by intensity, seeding, strict mode (STUDY §3)."""
+"""Tests of liverlib.augment: label safety, mask untouched by intensity, seeding, strict mode (docs/study.md §3)."""
 
 from __future__ import annotations
 

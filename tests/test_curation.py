@@ -1,4 +1,4 @@
-"""Tests of liverlib.curation (STUDY §1): eligibility, seeded selection, volume-level splits, manifest."""
+"""Tests of liverlib.curation (docs/study.md §1): eligibility, seeded selection, volume-level splits, manifest."""
 
 from __future__ import annotations
 

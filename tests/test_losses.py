@@ -1,4 +1,4 @@
-"""Tests of liverlib.losses against explicit numpy arithmetic on tiny tensors (STUDY §5, paper Table 2)."""
+"""Tests of liverlib.losses against explicit numpy arithmetic on tiny tensors (docs/study.md §5, paper Table 2)."""
 
 from __future__ import annotations
 

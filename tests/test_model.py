@@ -1,4 +1,4 @@
-"""Tests of liverlib.model: shapes, attention paths, parameter counts, Table 1 (STUDY §4)."""
+"""Tests of liverlib.model: shapes, attention paths, parameter counts, Table 1 (docs/study.md §4)."""
 
 from __future__ import annotations
 

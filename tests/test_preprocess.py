@@ -1,4 +1,4 @@
-"""Tests of liverlib.preprocess (STUDY §2): each step against its formula, switches, cache key and cache."""
+"""Tests of liverlib.preprocess (docs/study.md §2): each step against its formula, switches, cache key and cache."""
 
 from __future__ import annotations
 

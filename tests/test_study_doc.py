@@ -60,7 +60,7 @@ def test_sections_are_numbered_once_in_order() -> None:
     text = DOC.read_text(encoding="utf-8")
     numbers = [m.group(2) for m in HEADING.finditer(text) if m.group(1) == "##"]
     assert numbers == [str(i) for i in range(1, len(numbers) + 1)], numbers
-    assert len(numbers) >= 9, "§1–§9 keep the numbers the code cited as 'STUDY §N'"
+    assert len(numbers) >= 9, "§1–§9 keep the numbers the code cited as 'docs/study.md §N'"
     every = [m.group(2) for m in HEADING.finditer(text)]
     assert len(every) == len(set(every)), "a section number used twice"
 

@@ -1,4 +1,4 @@
-"""The data path (STUDY §1–3) and volume inference (STUDY §7) of the benchmark."""
+"""The data path (docs/study.md §1–3) and volume inference (docs/study.md §7) of the benchmark."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _smoke_params(workdir: Path, data_dir: Path, **overrides: Any) -> Any:
 def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size: int = 8, device: torch.device,
                       reps: Reps, smoke: dict[str, Any] | None = None, big_size: int = 512, big_slices: int = 150,
                       log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Times of the data path (STUDY §1–3), from phantom generation to the DataLoader.
+    """Times of the data path (docs/study.md §1–3), from phantom generation to the DataLoader.
 
     Args:
         workdir: scratch folder (phantoms and caches are written here).
@@ -133,7 +133,7 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
 
 def measure_volume_inference(image: np.ndarray, *, image_size: int = PAPER_SIZE, batch_size: int = 16,
                              device: torch.device, reps: Reps, cpu_bf16: bool | None = None) -> dict[str, Any]:  # fmt: skip
-    """Seconds to segment one HU volume with the paper model as ``segment`` does (STUDY §7): preprocessing,
+    """Seconds to segment one HU volume with the paper model as ``segment`` does (docs/study.md §7): preprocessing,
     batched forward (:func:`liverlib.inference.predict_labels`, fused attention, channels_last), bilinear
     upsampling of the probabilities to the original size, argmax; in fp32 and under autocast side by side.
 

@@ -23,7 +23,7 @@ from liverlib.preprocess import SliceCache
 from liverlib.training import train_step
 
 PAPER_EPOCH = {"train": 1350, "val": 168, "epochs": 100}
-"""The paper's run: 1,350 training and 168 validation slices per epoch, 100 epochs (STUDY §6; 4.02 h on a T4)."""
+"""The paper's run: 1,350 training and 168 validation slices per epoch, 100 epochs (docs/study.md §6; 4.02 h on a T4)."""
 
 
 def _batches(make_epoch: Callable[[int], Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

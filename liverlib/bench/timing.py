@@ -22,7 +22,7 @@ from liverlib.model import build_model
 from liverlib.runtime import amp_settings, cpu_bf16_supported
 
 PAPER_SIZE = 256
-"""Image side of the paper (STUDY §2), at which the targets are defined."""
+"""Image side of the paper (docs/study.md §2), at which the targets are defined."""
 
 
 @dataclass(frozen=True)
