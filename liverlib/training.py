@@ -92,10 +92,16 @@ def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
             rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
-    """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice)."""
+    """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice).
+
+    A shuffled (training) loader drops a last batch of a single slice: BatchNorm in training mode cannot normalise
+    one sample whose deepest feature map is 1×1 (the smp encoder at 32²), and one slice's statistics are noise anyway.
+    """
     g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
     workers = p.num_workers  # seeded per worker (seed_worker), so runs stay reproducible
     sampler = None
+    n = -(-len(ds) // world) if world > 1 and shuffle else len(ds)  # slices of this rank (the sampler pads)
+    drop_last = shuffle and n > 1 and n % p.batch_size == 1
     if world > 1 and shuffle:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -105,7 +111,7 @@ def _loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: t
     elif world > 1:
         ds = torch.utils.data.Subset(ds, range(rank, len(ds), world))
     return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=False,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
                       worker_init_fn=seed_worker if workers else None, persistent_workers=False)  # fmt: skip
 
 
@@ -367,7 +373,8 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     shard = len(train_idx.iloc[rank::world]) if p.feeder == "gpu" else -(-len(train_idx) // world)
-    sched = make_scheduler(opt, p, epochs=epochs, steps_per_epoch=-(-shard // p.batch_size))
+    steps = -(-shard // p.batch_size) - (p.feeder != "gpu" and shard > 1 and shard % p.batch_size == 1)  # _loader
+    sched = make_scheduler(opt, p, epochs=epochs, steps_per_epoch=steps)
     state = TrainState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=use_scaler),
                        {**train_config(p, model_name), "split": split})  # fmt: skip
     state = resume(state, out, device, overwrite=p.overwrite) if rank == 0 or world == 1 else state

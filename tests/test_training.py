@@ -210,3 +210,18 @@ def test_nan_last_pt_is_refused_or_retrained(prepared: Path) -> None:
     again = train(_params(prepared, "nanlast", epochs=1, overwrite=True), progress=False)
     assert again["resumed_from"] == 0 and list(again["history"].epoch) == [1]
     assert all(t.isfinite().all() for t in load_checkpoint(last)["model"].values() if t.is_floating_point())
+
+
+def test_training_loader_drops_a_last_batch_of_one_slice() -> None:
+    """BatchNorm cannot train on one slice whose deepest map is 1×1 (smp at 32²: "Expected more than 1 value per
+    channel"); the training loader drops such a batch, validation keeps every slice."""
+    from torch.utils.data import TensorDataset
+
+    from liverlib.training import _loader
+
+    p = resolve(batch_size=8, num_workers=0)
+    cpu = torch.device("cpu")
+    for n, train_batches in ((9, 1), (10, 2), (8, 1), (1, 1)):
+        ds = TensorDataset(torch.zeros(n, 1))
+        assert len(_loader(ds, p, shuffle=True, epoch=1, device=cpu)) == train_batches
+        assert len(_loader(ds, p, shuffle=False, epoch=1, device=cpu)) == -(-n // 8)
