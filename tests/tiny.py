@@ -42,8 +42,9 @@ def share_prepared(root: Path, source: str, name: str) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_TINY = {"phantom_size": 64, "phantom_slices": [16, 20], "image_size": 32, "epochs": 2, "baseline_epochs": 1,
-              "bootstrap_resamples": 50}  # fmt: skip
+STUDY_TINY = {"phantom_cases": 12, "n_volumes": 9, "phantom_size": 64, "phantom_slices": [16, 20], "image_size": 32,
+              "epochs": 2, "baseline_epochs": 1, "bootstrap_resamples": 50,
+              "ablation_arms": ["paper", "no_enhancement"]}  # fmt: skip
 """Over the smoke profile, for a whole study in a copied project: seconds per epoch. eval_batch_size stays the stored
 notebook 04's (stage 04's guard compares it)."""
 STUDY = ("-m", "liverlib", "study", "-f", "params/base.yaml", "-f", "params/smoke.yaml")
