@@ -7,6 +7,7 @@ metrics are those of the saved model over the whole validation set.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from contextlib import nullcontext
 
@@ -67,8 +68,30 @@ def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: CombinedLoss, 
     return {"val_loss": total / n, "val_pixel_acc": correct / pixels, **validation_scores(tp, fp, fn)}
 
 
-def _batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+def batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (plain and SyncBatchNorm)."""
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+class BatchStatistics(torch.nn.Module):
+    """A copy of ``model`` scored as in ``eval()`` except its BatchNorm layers, which normalise with the statistics of
+    each batch (what the weights do, whatever the running statistics say; docs/training.md §1). The copy's running
+    statistics are left as they are (momentum 0); the model passed in is not touched."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        for m in batchnorms(self.model):
+            m.momentum = 0.0
+
+    def train(self, mode: bool = True) -> BatchStatistics:
+        super().train(mode)
+        for m in batchnorms(self.model):
+            m.train()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 @torch.no_grad()
@@ -96,7 +119,7 @@ def recompute_bn_stats(model: torch.nn.Module, loader: DataLoader, device: torch
     Returns:
         The number of slices this rank passed through the model (0 for a model without BatchNorm).
     """
-    bns = _batchnorms(model)
+    bns = batchnorms(model)
     if not bns:
         return 0
     was_training, momenta = model.training, [m.momentum for m in bns]

@@ -7,7 +7,6 @@ The fix (:func:`liverlib.validation.recompute_bn_stats`, before every validation
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from liverlib.losses import CombinedLoss
 from liverlib.params import resolve
 from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir
-from liverlib.validation import _batchnorms, recompute_bn_stats, validate
+from liverlib.validation import BatchStatistics, batchnorms, recompute_bn_stats, validate
 from tests.tiny import TINY_RUN, prepare
 
 EPOCHS = 3
@@ -45,12 +44,12 @@ def test_recompute_equals_torch_update_bn_without_dropout() -> None:
     """The oracle: torch.optim.swa_utils.update_bn (a cumulative average after a reset) on a model without dropout."""
     a, b = _net(), _net()
     b.load_state_dict(a.state_dict())
-    for m in _batchnorms(a) + _batchnorms(b):  # stale statistics, far from the data's
+    for m in batchnorms(a) + batchnorms(b):  # stale statistics, far from the data's
         m.running_mean.fill_(-5.0)
         m.running_var.fill_(9.0)
     assert recompute_bn_stats(a, _batches(), torch.device("cpu")) == 20
     torch.optim.swa_utils.update_bn(_batches(), b)
-    for ma, mb in zip(_batchnorms(a), _batchnorms(b), strict=True):
+    for ma, mb in zip(batchnorms(a), batchnorms(b), strict=True):
         torch.testing.assert_close(ma.running_mean, mb.running_mean)
         torch.testing.assert_close(ma.running_var, mb.running_var)
         assert ma.momentum == 0.1  # restored
@@ -64,28 +63,9 @@ def test_dropout_is_off_while_statistics_are_recomputed() -> None:
     with_dropout.train()
     recompute_bn_stats(with_dropout, _batches(), torch.device("cpu"))
     torch.optim.swa_utils.update_bn(_batches(), plain)
-    for ma, mb in zip(_batchnorms(with_dropout), _batchnorms(plain), strict=True):
+    for ma, mb in zip(batchnorms(with_dropout), batchnorms(plain), strict=True):
         torch.testing.assert_close(ma.running_var, mb.running_var)
     assert with_dropout.training  # the caller's mode is restored
-
-
-class _BatchStatistics(torch.nn.Module):
-    """``eval()`` except BatchNorm, which normalises with batch statistics (running ones untouched)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = copy.deepcopy(model)
-        for m in _batchnorms(self.model):
-            m.momentum = 0.0
-
-    def train(self, mode: bool = True) -> _BatchStatistics:
-        super().train(mode)
-        for m in _batchnorms(self.model):
-            m.train()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +90,7 @@ def test_running_statistics_collapse_validation_and_recomputing_them_fixes_it(st
                      batch_size=8)  # fmt: skip
     model = model_from_checkpoint(load_checkpoint(run.root / "models/hybrid/last.pt"))
     loss, cpu = CombinedLoss(), torch.device("cpu")
-    batch = validate(_BatchStatistics(model), own, loss, cpu)["val_liver_dice"]
+    batch = validate(BatchStatistics(model), own, loss, cpu)["val_liver_dice"]
     before = validate(model, own, loss, cpu)["val_liver_dice"]
     # before the fix: the saved model, scored in eval() mode on the very slices it trained on, falls far below what
     # its weights do with batch statistics

@@ -33,26 +33,7 @@ from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir, read_json, seed_everything
 from liverlib.runtime import amp_settings
 from liverlib.training import _loader, make_scheduler, train_step
-from liverlib.validation import _batchnorms, recompute_bn_stats, validate
-
-
-class _BatchStatistics(torch.nn.Module):
-    """The wrapped model in eval mode except its BatchNorm layers, which normalise with batch statistics."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        for m in _batchnorms(model):
-            m.momentum = 0.0  # keep the copy's running statistics as they are
-
-    def train(self, mode: bool = True) -> _BatchStatistics:
-        super().train(mode)
-        for m in _batchnorms(self.model):
-            m.train()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+from liverlib.validation import BatchStatistics, recompute_bn_stats, validate
 
 
 def main() -> None:
@@ -101,7 +82,7 @@ def main() -> None:
                "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
         copy_loader = _loader(copy_ds, p, shuffle=False, epoch=epoch, device=device)
         val_loader = _loader(val_ds, p, shuffle=False, epoch=epoch, device=device)
-        batch = _BatchStatistics(copy.deepcopy(model))
+        batch = BatchStatistics(model)
         for name, m in (("running", model), ("batch", batch)):
             r = validate(m, copy_loader, loss_fn, device, **kw)
             row[f"copy_{name}_liver"], row[f"copy_{name}_tumor_gtpos"] = r["val_liver_dice"], r["val_tumor_dice_gtpos"]
