@@ -4,11 +4,12 @@ Public API (see README): :func:`find_cases`, :func:`load_case`, :func:`save_mask
 :func:`resolve_params` (notebook 01), :func:`stage_params` (notebooks 02–06), :class:`RunDir`, and the stage functions in :mod:`liverlib.stages`.
 """
 
+from liverlib.errors import RunError
 from liverlib.io import Case, CaseError, CasePaths, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
 from liverlib.params import ParamError, Params, load_profiles, stage_params
 from liverlib.params import resolve as resolve_params
-from liverlib.run import RunDir, RunError
+from liverlib.run import RunDir
 
 __version__ = "0.1.0"
 

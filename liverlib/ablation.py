@@ -16,8 +16,10 @@ from typing import Any
 import pandas as pd
 
 from liverlib import paper
+from liverlib.errors import RunError
+from liverlib.files import read_json
 from liverlib.params import ParamError, Params
-from liverlib.run import RunDir, RunError, cache_root, read_json
+from liverlib.run import RunDir, cache_root
 
 _MINMAX = {"normalization": "minmax"}
 ARMS: dict[str, dict[str, Any]] = {
@@ -65,7 +67,7 @@ def prepare_arm(p: Params, arm: str) -> tuple[dict[str, Any], Path]:
     Raises:
         ParamError: unknown arm. RunError: the main run has no curation yet.
     """
-    from liverlib.run import write_json
+    from liverlib.files import write_json
 
     values = arm_params(p, arm)
     main = RunDir.from_params(p)

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from liverlib.io import atomic_write
+from liverlib.errors import RunError
+from liverlib.files import atomic_write, read_json
 from liverlib.model import build_model
-from liverlib.run import RunDir, RunError, read_json
+from liverlib.run import RunDir
 
 
 def model_dir(run: RunDir, model_name: str) -> Path:

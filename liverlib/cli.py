@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liverlib.errors import RunError
 from liverlib.io import CaseError
 from liverlib.params import ParamError
-from liverlib.run import RunError
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, object]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from liverlib.files import write_table
 from liverlib.io import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
 from liverlib.labels import LABELS
 from liverlib.params import Params, digest, resolve_path
@@ -353,10 +354,10 @@ def write_rejected_volumes(p: Params, volumes: pd.DataFrame) -> Path:
     """Write the judged volumes of a failed selection where the user will look: the run's ``volumes.csv``.
 
     When the run folder already holds a curation (``manifest.csv``), its ``volumes.csv`` stays with it and
-    the table goes to ``volumes.failed.csv`` beside it instead.
+    the table goes to ``volumes.failed.csv`` beside it instead. (The two names are the run folder's,
+    :class:`liverlib.run.RunDir`; data modules do not import it.)
     """
-    from liverlib.run import RunDir, write_table
-
-    run = RunDir.from_params(p)
-    path = run.volumes if not run.manifest.exists() else run.root / "volumes.failed.csv"
+    root = resolve_path(p.output_root) / p.run_name
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "volumes.csv" if not (root / "manifest.csv").exists() else root / "volumes.failed.csv"
     return write_table(volumes, path, markdown=False)

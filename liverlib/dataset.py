@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from liverlib.errors import RunError
+from liverlib.files import read_json
 from liverlib.preprocess import PreprocessConfig, SliceCache
-from liverlib.run import RunDir, RunError, read_json
 
 MAX_LABEL = 2
 """The largest label a cached mask may hold (tumor)."""
@@ -61,13 +62,13 @@ def seed_worker(worker_id: int) -> None:
         tf.set_random_seed(seed)
 
 
-def open_run_cache(run: RunDir, cfg: PreprocessConfig) -> SliceCache:
-    """The cache notebook 02 built for this run, checked against the preprocessing parameters.
+def open_run_cache(root: Path, cfg: PreprocessConfig) -> SliceCache:
+    """The cache notebook 02 built for the run folder ``root``, checked against the preprocessing parameters.
 
     Raises:
         RunError: no cache yet, or the cache was made with other preprocessing than ``cfg``.
     """
-    path = run.root / "preprocess.json"
+    path = Path(root) / "preprocess.json"
     if not path.is_file():
         raise RunError(f"{path}: missing; run notebook 02 (preprocessing) for this run first")
     info = read_json(path)
@@ -83,11 +84,12 @@ def open_run_cache(run: RunDir, cfg: PreprocessConfig) -> SliceCache:
     return SliceCache(root)
 
 
-def split_index(run: RunDir, split: str) -> pd.DataFrame:
-    """Rows of ``manifest.csv`` in ``split``; an empty split is an error naming the manifest."""
-    run.require("manifest.csv")
-    m = pd.read_csv(run.manifest)
+def split_index(manifest: Path, split: str) -> pd.DataFrame:
+    """Rows of a run's ``manifest.csv`` in ``split``; a missing manifest or an empty split is an error naming it."""
+    if not Path(manifest).exists():
+        raise RunError(f"{manifest}: missing; run the earlier notebook of this run first")
+    m = pd.read_csv(manifest)
     part = m[m.split == split].reset_index(drop=True)
     if part.empty:
-        raise RunError(f"{run.manifest}: the '{split}' split has no slices; check curation (notebook 01)")
+        raise RunError(f"{manifest}: the '{split}' split has no slices; check curation (notebook 01)")
     return part

@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 import nibabel as nib
 import numpy as np
 
-from liverlib.io import (  # noqa: F401  (LPS_TO_RAS, ras_affine: re-exported, they lived here)
+from liverlib.files import atomic_write
+from liverlib.io import (
     LPS_TO_RAS,
     Case,
     CaseError,
-    atomic_write,
     display_spacing,
     from_display,
     itk_warnings_off,

@@ -27,15 +27,17 @@ from liverlib.checkpoint import (
     model_from_checkpoint,
 )
 from liverlib.dataset import open_run_cache, split_index
+from liverlib.errors import RunError
+from liverlib.files import atomic_write, write_json, write_table
 from liverlib.inference import predict_labels
-from liverlib.io import atomic_write, load_case, save_mask_like
+from liverlib.io import load_case, save_mask_like
 from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
 from liverlib.per_volume import pooled_dice, volume_metrics
 from liverlib.preprocess import PreprocessConfig
 from liverlib.progress import bar
-from liverlib.run import RunDir, RunError, provenance, write_json, write_table
-from liverlib.runtime import amp_settings, resolve_device
+from liverlib.run import RunDir
+from liverlib.runtime import amp_settings, provenance, resolve_device
 from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
 
 VOLUME_RULES = {
@@ -59,8 +61,8 @@ def evaluate(
     model_name = model_name or p.model
     run = RunDir.from_params(p)
     cfg = PreprocessConfig.from_params(p)
-    cache = open_run_cache(run, cfg)
-    test = split_index(run, "test")
+    cache = open_run_cache(run.root, cfg)
+    test = split_index(run.manifest, "test")
     device = resolve_device(p.device)
     ckpt_path = model_dir(run, model_name) / "best.pt"
     ckpt = load_checkpoint(ckpt_path, map_location=device)

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from liverlib.io import atomic_write
+from liverlib.files import atomic_write
 from liverlib.labels import CLASS_NAMES, FOREGROUND, LABELS
 
 HU_WINDOW: tuple[float, float] = (-200.0, 250.0)

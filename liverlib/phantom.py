@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liverlib.io import atomic_write, remove_stale_temps, save_nifti
+from liverlib.files import atomic_write, remove_stale_temps
+from liverlib.io import save_nifti
 from liverlib.labels import LABELS
 from liverlib.params import ParamError
 from liverlib.phantom_anatomy import (  # noqa: F401  (re-exported: the phantom's public API)

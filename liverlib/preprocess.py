@@ -38,12 +38,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from liverlib.io import atomic_write, load_case
+from liverlib.errors import RunError
+from liverlib.files import atomic_write
+from liverlib.io import load_case
 from liverlib.params import PREPROCESS_KEYS, ParamError, digest
 from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER, write_console
 from liverlib.progress import bar as tqdm
-from liverlib.run import RunError
 
 CACHE_VERSION = 1
 

@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from liverlib import figures, paper, tables
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_table, write_text
 from liverlib.params import Params
-from liverlib.run import RunDir, RunError, read_json, write_table, write_text
+from liverlib.run import RunDir
 from liverlib.stats import MIN_VOLUMES
 
 FIGURES = {

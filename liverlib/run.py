@@ -1,4 +1,4 @@
-"""The run folder ``outputs/<run_name>/``: paths, atomic writes, stage guards and provenance.
+"""The run folder ``outputs/<run_name>/``: its paths and the stage guards (files: :mod:`liverlib.files`).
 
 Stages talk only through files here (nnU-Net style). Each stage records the parameters it was run
 with in ``stages/<stage>.json``; a rerun with the same values reuses or resumes, a rerun with other
@@ -8,87 +8,19 @@ values is refused unless ``overwrite: true`` — so nothing already written is s
 from __future__ import annotations
 
 import json
-import os
-import platform
-import random
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from liverlib.io import atomic_write
+from liverlib.errors import RunError
+from liverlib.files import json_ready, read_json, write_json
 from liverlib.params import DEFAULTS, ParamError, Params, resolve_path
-
-
-class RunError(RuntimeError):
-    """A stage cannot run: missing inputs from an earlier stage, or a conflicting earlier run."""
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write text atomically (temp file + rename)."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (NaN written as null)."""
-    return write_text(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    """Read JSON written by :func:`write_json`, naming the file if it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path}: missing; run the stage that writes it first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True, floatfmt: str = ".4f") -> Path:
-    """Write a table as CSV (and Markdown beside it, "–" for an undefined value), atomically."""
-    path = Path(path)
-    write_text(path.with_suffix(".csv"), df.to_csv(index=False))
-    if markdown:
-        shown = df.astype(object).where(df.notna(), None)
-        write_text(path.with_suffix(".md"), shown.to_markdown(index=False, floatfmt=floatfmt, missingval="–") + "\n")
-    return path.with_suffix(".csv")
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def cache_root(p: Params) -> Path:
     """Where preprocessed caches live: ``cache_dir`` or ``<output_root>/cache`` (shared by runs and ablation arms)."""
     return resolve_path(p.cache_dir) if p.cache_dir else resolve_path(p.output_root) / "cache"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -172,15 +104,15 @@ class RunDir:
             RunError: the stage ran before with other values and ``overwrite`` is False.
         """
         path = self.root / "stages" / f"{stage}.json"
-        current = _clean(values)
+        current = json_ready(values)
         if path.is_file():
             before = json.loads(path.read_text(encoding="utf-8"))
             # a key added to liverlib since that run counts as unchanged while it has its default value
-            before = {**{k: v for k, v in _clean(DEFAULTS).items() if k in current and k not in before}, **before}
+            before = {**{k: v for k, v in json_ready(DEFAULTS).items() if k in current and k not in before}, **before}
             # a key the stage no longer guards (e.g. eval_batch_size: how, not what, it scores) is not compared
             before = {k: v for k, v in before.items() if k in current}
             if resolved is not None:
-                before, current = _clean(resolved(before)), _clean(resolved(current))
+                before, current = json_ready(resolved(before)), json_ready(resolved(current))
             if before == current:
                 return True
             changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
@@ -195,60 +127,4 @@ class RunDir:
 
     def record(self, stage: str, values: dict[str, Any]) -> None:
         """Write ``stages/<stage>.json`` (call after the stage's outputs are written)."""
-        write_json(self.root / "stages" / f"{stage}.json", _clean(values))
-
-
-def provenance() -> dict[str, Any]:
-    """Package versions, machine, CPU model, device with its CUDA runtime and driver, and git commit.
-
-    Never raises and never touches the network; on CPU the CUDA fields are None. ``cuda_driver`` comes
-    from ``nvidia-smi`` when it is on PATH (one call, 10 s at most), else None.
-    """
-    import shutil
-
-    import torch
-
-    versions = {}
-    for pkg in ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "opencv-python-headless",
-                "nibabel", "numpy", "scipy", "pandas", "papermill", "SimpleITK", "pydicom", "monai",
-                "jupyterlab", "ipykernel"):  # fmt: skip
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    cpu_model = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpu_model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration, IndexError):
-        pass
-    cuda = {"cuda_runtime": None, "cuda_driver": None, "cudnn": None, "gpu_count": 0, "gpu_memory_gib": None,
-            "gpu_capability": None}  # fmt: skip
-    device = f"CPU ({os.cpu_count()} cores)"
-    try:
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            device = props.name
-            cuda.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                        gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                        gpu_capability=f"{props.major}.{props.minor}")  # fmt: skip
-            if smi := shutil.which("nvidia-smi"):
-                out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                                     capture_output=True, text=True, timeout=10).stdout.split()  # fmt: skip
-                cuda["cuda_driver"] = out[0] if out else None
-    except Exception:  # provenance must never fail a run; what was found so far is kept
-        pass
-    return {
-        "versions": versions,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model,
-        "device": device,
-        **cuda,
-        "git_commit": commit,
-    }
+        write_json(self.root / "stages" / f"{stage}.json", json_ready(values))

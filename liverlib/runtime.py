@@ -1,4 +1,4 @@
-"""Where and how the model runs: device choice, mixed precision, the torchrun process group.
+"""Where and how the model runs: device choice, mixed precision, the torchrun process group, seeds, provenance.
 
 Shared by training, evaluation, ``segment`` and the benchmark, so inference never imports the training loop.
 """
@@ -6,10 +6,17 @@ Shared by training, evaluation, ``segment`` and the benchmark, so inference neve
 from __future__ import annotations
 
 import os
+import platform
+import random
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from liverlib.run import RunError
+from liverlib.errors import RunError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -63,3 +70,64 @@ def distributed_context() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def provenance() -> dict[str, Any]:
+    """Package versions, machine, CPU model, device with its CUDA runtime and driver, and git commit.
+
+    Never raises and never touches the network; on CPU the CUDA fields are None. ``cuda_driver`` comes
+    from ``nvidia-smi`` when it is on PATH (one call, 10 s at most), else None.
+    """
+    import shutil
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "opencv-python-headless",
+                "nibabel", "numpy", "scipy", "pandas", "papermill", "SimpleITK", "pydicom", "monai",
+                "jupyterlab", "ipykernel"):  # fmt: skip
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    cpu_model = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu_model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration, IndexError):
+        pass
+    cuda = {"cuda_runtime": None, "cuda_driver": None, "cudnn": None, "gpu_count": 0, "gpu_memory_gib": None,
+            "gpu_capability": None}  # fmt: skip
+    device = f"CPU ({os.cpu_count()} cores)"
+    try:
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            device = props.name
+            cuda.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                        gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                        gpu_capability=f"{props.major}.{props.minor}")  # fmt: skip
+            if smi := shutil.which("nvidia-smi"):
+                out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                                     capture_output=True, text=True, timeout=10).stdout.split()  # fmt: skip
+                cuda["cuda_driver"] = out[0] if out else None
+    except Exception:  # provenance must never fail a run; what was found so far is kept
+        pass
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model,
+        "device": device,
+        **cuda,
+        "git_commit": commit,
+    }

@@ -37,14 +37,15 @@ from scipy import ndimage
 
 from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.dicom import load_dicom_case, save_mask_for_series
+from liverlib.errors import RunError
+from liverlib.files import atomic_write, write_json
 from liverlib.inference import PRECISIONS, autocast_dtype, predict_volume
-from liverlib.io import Case, CaseError, atomic_write, from_display, load_case, save_mask_like
+from liverlib.io import Case, CaseError, from_display, load_case, save_mask_like
 from liverlib.labels import CLASS_NAMES, LABELS
 from liverlib.params import PREPROCESS_KEYS
 from liverlib.per_volume import keep_largest_liver
 from liverlib.preprocess import PreprocessConfig, preprocess_volume
-from liverlib.run import RunError, provenance, write_json
-from liverlib.runtime import resolve_device
+from liverlib.runtime import provenance, resolve_device
 from liverlib.segment_plan import (  # noqa: F401  (re-exported for callers of liverlib.segment)
     NIFTI_ENDINGS,
     PROB_SUFFIX,

@@ -11,11 +11,13 @@ from typing import Any
 import pandas as pd
 
 from liverlib.curation import curate, resolve_data_dir, table3
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json, write_table
 from liverlib.io import load_case
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
 from liverlib.report import FIGURES, TABLES
-from liverlib.run import RunDir, RunError, cache_root, read_json, write_json, write_table
+from liverlib.run import RunDir, cache_root
 
 
 def example_slice(run: RunDir, split: str = "train") -> pd.Series:

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liverlib.files import read_json, write_json, write_text
 from liverlib.params import RUN_KEYS, STAGE_KEYS, ParamError, Params, load_profiles, project_root, resolve
 from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER
-from liverlib.run import RunDir, read_json, write_json, write_text
+from liverlib.run import RunDir
 
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 """Arguments of every kernel the runner starts. ipykernel >= 7.3 logs "Kernel is running over TCP without encryption"
@@ -253,8 +254,9 @@ def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         if pv.is_file():
             frames.append(pd.read_csv(pv).assign(fold=fold))
     if frames:
+        from liverlib.errors import RunError
+        from liverlib.files import write_table
         from liverlib.per_volume import pooled_dice
-        from liverlib.run import RunError, write_table
 
         cv = pd.concat(frames, ignore_index=True)
         twice = sorted(cv.volume_id[cv.volume_id.duplicated()].unique().tolist())

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from liverlib.run import RunError
+from liverlib.errors import RunError
 
 EXPERIMENT = "liverlib"
 """The MLflow experiment every run folder's store holds."""

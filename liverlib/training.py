@@ -38,14 +38,15 @@ from torch.utils.data import DataLoader
 
 from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
 from liverlib.dataset import SliceDataset, open_run_cache, seed_worker, split_index
-from liverlib.io import remove_stale_temps
+from liverlib.errors import RunError
+from liverlib.files import remove_stale_temps, write_table
 from liverlib.losses import CombinedLoss
 from liverlib.model import build_model
 from liverlib.params import TRAIN_KEYS, Params
 from liverlib.preprocess import PreprocessConfig
 from liverlib.progress import bar as tqdm
-from liverlib.run import RunDir, RunError, seed_everything, write_table
-from liverlib.runtime import amp_settings, distributed_context, resolve_device
+from liverlib.run import RunDir
+from liverlib.runtime import amp_settings, distributed_context, resolve_device, seed_everything
 from liverlib.tracking import training_tracker
 from liverlib.validation import recompute_bn_stats, sync_buffers, validate
 
@@ -349,8 +350,8 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     model_name = model_name or p.model
     epochs = int(epochs or p.epochs)
     run = RunDir.from_params(p)
-    cache = open_run_cache(run, PreprocessConfig.from_params(p))
-    train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
+    cache = open_run_cache(run.root, PreprocessConfig.from_params(p))
+    train_idx, val_idx = split_index(run.manifest, "train"), split_index(run.manifest, "val")
     split = run.split_ids()
     rank, world, local_rank = distributed_context()
     device = resolve_device(p.device)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from liverlib.errors import RunError
 from liverlib.losses import CombinedLoss
 from liverlib.metrics import dice, iou, slice_stats
-from liverlib.run import RunError
 
 
 def validation_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, float]:

@@ -86,7 +86,7 @@ def stale(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_running_statistics_collapse_validation_and_recomputing_them_fixes_it(stale: Path) -> None:
     p = resolve(**{**TINY_RUN, "lr": LR}, epochs=EPOCHS, output_root=str(stale), run_name="stale")
     run = RunDir.from_params(p)
-    own = DataLoader(SliceDataset(split_index(run, "train"), open_run_cache(run, PreprocessConfig.from_params(p)), None),
+    own = DataLoader(SliceDataset(split_index(run.manifest, "train"), open_run_cache(run.root, PreprocessConfig.from_params(p)), None),
                      batch_size=8)  # fmt: skip
     model = model_from_checkpoint(load_checkpoint(run.root / "models/hybrid/last.pt"))
     loss, cpu = CombinedLoss(), torch.device("cpu")

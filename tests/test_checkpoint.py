@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from liverlib.checkpoint import check_not_trained_on, load_checkpoint, save_checkpoint
-from liverlib.run import RunError
+from liverlib.errors import RunError
 
 
 class _Payload:

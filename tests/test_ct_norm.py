@@ -20,6 +20,8 @@ import liverlib.segment as seg
 from liverlib import stages
 from liverlib.ablation import ARM_LABELS, ARMS, prepare_arm, table04
 from liverlib.checkpoint import attach_normalization, check_normalization, load_checkpoint, save_checkpoint
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json
 from liverlib.io import load_case
 from liverlib.labels import LABELS
 from liverlib.params import PREPROCESS_KEYS, ParamError, Params, resolve
@@ -37,7 +39,7 @@ from liverlib.preprocess import (
     resize_image,
     stats_from_histogram,
 )
-from liverlib.run import RunDir, RunError, read_json, write_json
+from liverlib.run import RunDir
 from tests.conftest import write_nifti
 from tests.tiny import TINY_RUN, prepare
 

@@ -18,9 +18,9 @@ from liverlib.curation import (
     split_counts,
     split_volumes,
 )
+from liverlib.errors import RunError
 from liverlib.io import CaseError, find_cases
 from liverlib.params import resolve
-from liverlib.run import RunError
 
 
 def fake_volumes(n: int, rng: np.random.Generator, *, n_bad: int = 0) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
 
     run = RunDir.from_params(p)
     model = model_from_checkpoint(ckpt)
-    ds = SliceDataset(split_index(run, "val"), open_run_cache(run, PreprocessConfig.from_params(p)))
+    ds = SliceDataset(split_index(run.manifest, "val"), open_run_cache(run.root, PreprocessConfig.from_params(p)))
     val = validate(
         model, _loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")), CombinedLoss(), torch.device("cpu")
     )

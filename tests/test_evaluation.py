@@ -163,7 +163,7 @@ def test_tables_have_the_papers_rows(background_run: Path) -> None:
                          "best.pt there or retrain it'", 1, "no metrics written")  # fmt: skip
 def test_evaluation_refuses_a_checkpoint_of_the_other_model_type(background_run: Path) -> None:
     """unet_smp's best.pt copied into models/hybrid/ (was scored and reported as "model": "hybrid", exit 0)."""
-    from liverlib.run import RunError
+    from liverlib.errors import RunError
     from tests.tiny import share_prepared
 
     share_prepared(background_run.parent, background_run.name, "swapped")

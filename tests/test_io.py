@@ -11,6 +11,7 @@ import pytest
 from conftest import ORIENTED, WORLD_SPACING, file_order, hand_affine, tiny_pair, write_nifti
 
 import liverlib.io as lio
+from liverlib import files
 from liverlib.io import CaseError, check_pair, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
 
@@ -376,16 +377,16 @@ def test_atomic_write_respects_the_umask_and_keeps_an_existing_mode(tmp_path, ma
     old = os.umask(mask)
     try:
         p = tmp_path / "x.csv"
-        with lio.atomic_write(p) as tmp:
+        with files.atomic_write(p) as tmp:
             tmp.write_text("a")
         assert p.stat().st_mode & 0o777 == 0o666 & ~mask
         lio.save_nifti(np.zeros((2, 3, 4), np.uint8), np.eye(4), tmp_path / "m.nii.gz")
         assert (tmp_path / "m.nii.gz").stat().st_mode & 0o777 == 0o666 & ~mask
         p.chmod(0o640)
-        with lio.atomic_write(p) as tmp:
+        with files.atomic_write(p) as tmp:
             tmp.write_text("b")
         assert p.stat().st_mode & 0o777 == 0o640 and p.read_text(encoding="utf-8") == "b"
-        assert lio.current_umask() == mask  # read without changing it
+        assert files.current_umask() == mask  # read without changing it
     finally:
         os.umask(old)
 
@@ -395,7 +396,7 @@ def test_atomic_write_respects_the_umask_and_keeps_an_existing_mode(tmp_path, ma
 def test_remove_stale_temps_removes_only_the_targets_temp_files(tmp_path):
     p = tmp_path / "last.pt"
     try:
-        with lio.atomic_write(p) as tmp:
+        with files.atomic_write(p) as tmp:
             tmp.write_bytes(b"half")
             stale = tmp
             raise KeyboardInterrupt  # atomic_write removes its own temp on an exception...
@@ -410,13 +411,13 @@ def test_remove_stale_temps_removes_only_the_targets_temp_files(tmp_path):
         k.write_bytes(b"x")
     # ...but a SIGKILL does not: temp files made exactly as atomic_write makes them stay behind
     made = [Path(tempfile.mkstemp(prefix=".last.", suffix=".pt", dir=tmp_path)[1]) for _ in range(2)]
-    removed = lio.remove_stale_temps(tmp_path, "last.pt")
+    removed = files.remove_stale_temps(tmp_path, "last.pt")
     assert sorted(removed) == sorted(made) and all(k.exists() for k in kept)
-    assert lio.remove_stale_temps(tmp_path, "last.pt") == []
-    assert lio.remove_stale_temps(tmp_path / "absent", "last.pt") == []
+    assert files.remove_stale_temps(tmp_path, "last.pt") == []
+    assert files.remove_stale_temps(tmp_path / "absent", "last.pt") == []
     gz = Path(tempfile.mkstemp(prefix=".volume-3.", suffix=".nii.gz", dir=tmp_path)[1])
-    assert lio.remove_stale_temps(tmp_path, "volume-3.nii") == [] and gz.exists()
-    assert lio.remove_stale_temps(tmp_path, "volume-3.nii.gz") == [gz]
+    assert files.remove_stale_temps(tmp_path, "volume-3.nii") == [] and gz.exists()
+    assert files.remove_stale_temps(tmp_path, "volume-3.nii.gz") == [gz]
 
 
 # --- geometry that is right or refused (issue 20, item 1) ------------------------------------------

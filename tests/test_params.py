@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json
 from liverlib.params import DEFAULTS, ParamError, Params, digest, load_profiles, project_root, resolve, validate
-from liverlib.run import RunDir, RunError, read_json, write_json
+from liverlib.run import RunDir
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
 PROFILES = sorted(PARAMS_DIR.glob("*.yaml"))
@@ -228,8 +230,8 @@ def test_write_json_cleans_numpy_and_nan(tmp_path):
 
 def test_stage_params_read_the_run_and_refuse_other_settings(tmp_path):
     """Notebooks 02–06 take the run's settings from params.json; a differing run setting is an error naming it."""
+    from liverlib.files import write_json
     from liverlib.params import ParamError, resolve, stage_params
-    from liverlib.run import write_json
 
     with pytest.raises(ParamError, match="params.json: missing; run notebook 01"):
         stage_params("03", run_name="r", output_root=str(tmp_path))

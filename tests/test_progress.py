@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from liverlib import curation, io, progress, stages
+from liverlib.errors import RunError
 from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, resolve
-from liverlib.run import RunDir, RunError
+from liverlib.run import RunDir
 from liverlib.study import injected, notebooks
 from tests.tiny import TINY_RUN
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from liverlib import stages
+from liverlib.errors import RunError
+from liverlib.files import read_json
 from liverlib.params import resolve
 from liverlib.preprocess import SliceCache
-from liverlib.run import RunError, read_json
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}

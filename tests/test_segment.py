@@ -18,13 +18,13 @@ from scipy import ndimage
 import liverlib.segment as seg
 from liverlib.cli import main
 from liverlib.dicom import series_ids, write_series
+from liverlib.errors import RunError
 from liverlib.inference import autocast_dtype, predict_volume
 from liverlib.io import CaseError, from_display, load_case, to_display
 from liverlib.labels import LABELS
 from liverlib.model import build_model
 from liverlib.phantom import make_case, phantom_affine
 from liverlib.preprocess import PreprocessConfig
-from liverlib.run import RunError
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "example_ct_sm.nii.gz"
 """ The shared small real CT (122 × 101 × 30, 3 mm, RAS), beside the repository in ``../shared``."""

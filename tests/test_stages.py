@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from liverlib import stages
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json
 from liverlib.params import resolve
-from liverlib.run import RunError, read_json, write_json
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}

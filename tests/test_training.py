@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from liverlib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json
 from liverlib.params import resolve
-from liverlib.run import RunError, read_json, write_json
 from liverlib.training import TrainingInterrupted, train
 from tests.tiny import TINY_RUN, prepare, share_prepared
 
@@ -66,7 +67,9 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
     run = RunDir.from_params(p)
     saved = load_checkpoint(run.root / "models/hybrid/last.pt")
     model = model_from_checkpoint(saved)
-    ds = SliceDataset(split_index(run, "train"), open_run_cache(run, PreprocessConfig.from_params(p)), None)
+    ds = SliceDataset(
+        split_index(run.manifest, "train"), open_run_cache(run.root, PreprocessConfig.from_params(p)), None
+    )
     recompute_bn_stats(model, _loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
                        channels_last=True)  # fmt: skip
     again = model.state_dict()

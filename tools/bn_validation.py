@@ -26,12 +26,13 @@ import torch
 import yaml
 
 from liverlib.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.files import read_json
 from liverlib.losses import CombinedLoss
 from liverlib.model import build_model
 from liverlib.params import resolve
 from liverlib.preprocess import PreprocessConfig
-from liverlib.run import RunDir, read_json, seed_everything
-from liverlib.runtime import amp_settings
+from liverlib.run import RunDir
+from liverlib.runtime import amp_settings, seed_everything
 from liverlib.training import _loader, make_scheduler, train_step
 from liverlib.validation import BatchStatistics, recompute_bn_stats, validate
 
@@ -49,8 +50,8 @@ def main() -> None:
     p = resolve(**{**rec, **extra, "output_root": args.output_root, "run_name": args.run_name, "profiles": []})
     epochs = args.epochs or p.epochs
     run = RunDir.from_params(p)
-    cache = open_run_cache(run, PreprocessConfig.from_params(p))
-    train_idx, val_idx = split_index(run, "train"), split_index(run, "val")
+    cache = open_run_cache(run.root, PreprocessConfig.from_params(p))
+    train_idx, val_idx = split_index(run.manifest, "train"), split_index(run.manifest, "val")
     device = torch.device("cpu")
     torch.set_num_threads(torch.get_num_threads())
     use_amp, dtype, _ = amp_settings(device, p.amp, cpu_bf16=p.cpu_bf16)

@@ -134,7 +134,7 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
 
 def bench_cli(args: Any) -> None:
     """``python -m liverlib bench``: measure, print the summary table, write the report to ``args.out``."""
-    from liverlib.run import write_text
+    from liverlib.files import write_text
 
     argv = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("liverlib", "__main__.py")) else "bench"
     groups = tuple(getattr(args, "groups", None) or ("model", "data", "volume"))

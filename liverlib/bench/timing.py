@@ -209,7 +209,7 @@ def count_flops(name: str, size: int) -> dict[str, float]:
 
 def machine_info(device: torch.device) -> dict[str, str]:
     """What the numbers were measured on: date, CPU, cores, torch and threads, device, versions, load."""
-    from liverlib.run import provenance
+    from liverlib.runtime import provenance
 
     prov, cpu = provenance(), platform.processor() or platform.machine()
     try:
