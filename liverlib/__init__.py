@@ -1,11 +1,20 @@
 """liverlib: a reproducible study of liver and liver-tumor segmentation on CT (LiTS).
 
 Public API (see README): :func:`find_cases`, :func:`load_case`, :func:`save_mask_like`,
-:func:`resolve_params` (notebook 01), :func:`stage_params` (notebooks 02–06), :class:`RunDir`, and the stage functions in :mod:`liverlib.stages`.
+:func:`resolve_params` (notebook 01), :func:`stage_params` (notebooks 02–06), :class:`RunDir`, and the stage functions in :mod:`liverlib.pipeline.stages`.
 """
 
+from liverlib.data.nifti import (
+    Case,
+    CaseError,
+    CasePaths,
+    find_cases,
+    from_display,
+    load_case,
+    save_mask_like,
+    to_display,
+)
 from liverlib.errors import RunError
-from liverlib.io import Case, CaseError, CasePaths, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
 from liverlib.params import ParamError, Params, load_profiles, stage_params
 from liverlib.params import resolve as resolve_params

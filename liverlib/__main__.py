@@ -2,6 +2,6 @@
 
 import sys
 
-from liverlib.cli import main
+from liverlib.pipeline.cli import main
 
 sys.exit(main())

@@ -88,8 +88,8 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": 2,
     "compile": False,  # torch.compile
     "feeder": "dataloader",  # "dataloader" (CPU DataLoader + albumentations: the paper path) or "gpu" (the training
-    # split resident on the device, augmentation in torch: liverlib.fastpath, the fast GPU path)
-    "tracking": "off",  # "off" or "mlflow": parameters, per-epoch metrics, summary in <run>/mlflow.db (liverlib.tracking)
+    # split resident on the device, augmentation in torch: liverlib.training.device_batches, the fast GPU path)
+    "tracking": "off",  # "off" or "mlflow": parameters, per-epoch metrics, summary in <run>/mlflow.db (liverlib.training.tracking)
     "train_baseline": True,  # also train the smp baseline on the same split (Table 8)
     "baseline_epochs": 0,  # 0 = same as epochs
     # evaluation, docs/study.md §7
@@ -102,10 +102,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 LR_SCHEDULES = ("plateau", "onecycle")
-"""Values of ``lr_schedule`` (:class:`liverlib.training.LrSchedule`)."""
+"""Values of ``lr_schedule`` (:class:`liverlib.training.loop.LrSchedule`)."""
 
 TRACKING = ("off", "mlflow")
-"""Values of ``tracking`` (:mod:`liverlib.tracking`)."""
+"""Values of ``tracking`` (:mod:`liverlib.training.tracking`)."""
 
 PREPROCESS_KEYS = (
     "image_size", "hu_window", "quantize_8bit", "use_clahe", "clahe_clip", "clahe_tile", "use_gamma", "gamma",

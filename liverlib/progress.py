@@ -2,7 +2,7 @@
 
 - **Interactive notebook** (JupyterLab, Kaggle, VS Code; an IPython kernel with ipywidgets installed): a widget bar
   (``tqdm.notebook``), which JupyterLab redraws in place.
-- **Under the study runner** (:mod:`liverlib.study` sets ``LIVERLIB_PROGRESS=runner`` for the kernels it starts):
+- **Under the study runner** (:mod:`liverlib.pipeline.study` sets ``LIVERLIB_PROGRESS=runner`` for the kernels it starts):
   nothing in the executed notebook, and one line per finished loop on the runner's console (for training, one line
   per epoch). The executed notebook keeps only what the code prints itself — one line per epoch in training — with
   no per-batch text and no widget state.

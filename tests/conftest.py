@@ -1,10 +1,10 @@
 """Shared fixtures: a tiny synthetic LiTS set in temporary folders (STYLE.md, Tests).
 
 Everything here is session-scoped and small (at most 32×32×18 voxels a volume) so the suite stays fast
-on two cores. The file writers are independent of :mod:`liverlib.io`: they build each file's voxel order
+on two cores. The file writers are independent of :mod:`liverlib.data.nifti`: they build each file's voxel order
 and affine by hand from the axis codes, so the loader is checked against an oracle, not against itself.
 
-Display convention (liverlib.io): array (slices, rows, cols); slices inferior → superior, rows anterior →
+Display convention (liverlib.data.nifti): array (slices, rows, cols); slices inferior → superior, rows anterior →
 posterior, cols patient's right → patient's left.
 """
 
@@ -112,7 +112,7 @@ PHANTOM = {"n_cases": 7, "size": 32, "n_slices": (16, 18), "seed": 3}
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """A tiny embedded-phantom LiTS folder (RAS/LPS/LAS by case id; see PHANTOM)."""
-    from liverlib.phantom import generate_phantom
+    from liverlib.data.phantom import generate_phantom
 
     out = tmp_path_factory.mktemp("phantom")
     generate_phantom(out, **PHANTOM, progress=False)
@@ -128,8 +128,8 @@ def phantom_meta(phantom_dir) -> dict[int, dict]:
 @pytest.fixture(scope="session")
 def phantom_scan(phantom_dir):
     """``scan_volumes`` of the phantom folder: (volumes, slices) DataFrames."""
-    from liverlib.curation import scan_volumes
-    from liverlib.io import find_cases
+    from liverlib.data.curation import scan_volumes
+    from liverlib.data.nifti import find_cases
 
     return scan_volumes(find_cases(phantom_dir), progress=False)
 

@@ -15,8 +15,8 @@ import copy
 import pytest
 import torch
 
-from liverlib.losses import CombinedLoss
-from liverlib.model import HybridTransUNet
+from liverlib.model.hybrid import HybridTransUNet
+from liverlib.training.losses import CombinedLoss
 
 
 def _grad(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, dtype: torch.dtype | None):
@@ -58,7 +58,7 @@ def test_cpu_bf16_parameter_chooses_the_training_precision(tmp_path, monkeypatch
     off (the default) is fp32 everywhere, so the study's CPU numbers do not depend on the CPU."""
     import liverlib.runtime as runtime
     from liverlib.params import resolve
-    from liverlib.training import train
+    from liverlib.training.loop import train
     from tests.tiny import TINY_RUN, prepare, share_prepared
 
     p = prepare(resolve(**{**TINY_RUN, "epochs": 1}, output_root=str(tmp_path), run_name="r"))

@@ -1,4 +1,4 @@
-"""Tests of liverlib.augment: label safety, mask untouched by intensity, seeding, strict mode (docs/study.md §3)."""
+"""Tests of liverlib.training.augment: label safety, mask untouched by intensity, seeding, strict mode (docs/study.md §3)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from liverlib.augment import build_augmentation
 from liverlib.labels import LABELS
+from liverlib.training.augment import build_augmentation
 
 GEOMETRY_OFF = {"hflip_p": 0.0, "vflip_p": 0.0, "rotate_p": 0.0, "affine_p": 0.0, "elastic_p": 0.0}
 INTENSITY_OFF = {"bc_p": 0.0, "noise_p": 0.0, "blur_p": 0.0, "dropout_p": 0.0}

@@ -2,7 +2,7 @@
 
 The collapse: a model trained a few epochs at lr 1e-3 and scored in ``eval()`` mode on its *own training slices*
 with the running statistics training left scores far below what the same weights reach with batch statistics.
-The fix (:func:`liverlib.validation.recompute_bn_stats`, before every validation and save) closes the gap.
+The fix (:func:`liverlib.training.validation.recompute_bn_stats`, before every validation and save) closes the gap.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from liverlib import training
-from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
-from liverlib.dataset import SliceDataset, open_run_cache, split_index
-from liverlib.losses import CombinedLoss
+from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.data.preprocess import PreprocessConfig
+from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.params import resolve
-from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir
-from liverlib.validation import BatchStatistics, batchnorms, recompute_bn_stats, validate
+from liverlib.training import loop as training
+from liverlib.training.losses import CombinedLoss
+from liverlib.training.validation import BatchStatistics, batchnorms, recompute_bn_stats, validate
 from tests.tiny import TINY_RUN, prepare
 
 EPOCHS = 3

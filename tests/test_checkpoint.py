@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from liverlib.checkpoint import check_not_trained_on, load_checkpoint, save_checkpoint
 from liverlib.errors import RunError
+from liverlib.model.checkpoint import check_not_trained_on, load_checkpoint, save_checkpoint
 
 
 class _Payload:

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import liverlib.study as study
-from liverlib.cli import _overrides, main
+import liverlib.pipeline.study as study
 from liverlib.params import ParamError
+from liverlib.pipeline.cli import _overrides, main
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ["-f", str(ROOT / "params/base.yaml"), "-f", str(ROOT / "params/smoke.yaml")]
@@ -27,7 +27,7 @@ def test_repeated_set_is_an_error_and_repeats_accumulate(capsys: pytest.CaptureF
     assert main(["study", *PROFILES, "--set", "epochs=10", "--set", "epochs=20"]) == 2
     assert "epochs given twice" in _err(capsys)
     # two --set options with different keys are both kept (argparse used to keep only the last one)
-    from liverlib.cli import build_parser
+    from liverlib.pipeline.cli import build_parser
 
     a = build_parser().parse_args(["study", *PROFILES, "--set", "epochs=3", "--set", "output_root=/tmp/x"])
     assert _overrides(a.set) == {"epochs": 3, "output_root": "/tmp/x"}
@@ -65,7 +65,7 @@ def test_unwritable_output_root_names_the_target(capsys: pytest.CaptureFixture, 
 
 @pytest.mark.reliability("'interrupted at epoch N ...; rerun the same command to resume'", 130, "last complete epoch")
 def test_ctrl_c_exits_130_with_how_to_resume(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    import liverlib.training as tr
+    import liverlib.training.loop as tr
 
     def interrupted(p, model_name=None):
         raise tr.TrainingInterrupted("hybrid: interrupted at epoch 3 of 6; rerun the same command to resume")

@@ -15,17 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-import liverlib.preprocess as pre
-import liverlib.segment as seg
-from liverlib import stages
-from liverlib.ablation import ARM_LABELS, ARMS, prepare_arm, table04
-from liverlib.checkpoint import attach_normalization, check_normalization, load_checkpoint, save_checkpoint
-from liverlib.errors import RunError
-from liverlib.files import read_json, write_json
-from liverlib.io import load_case
-from liverlib.labels import LABELS
-from liverlib.params import PREPROCESS_KEYS, ParamError, Params, resolve
-from liverlib.preprocess import (
+import liverlib.data.preprocess as pre
+import liverlib.segment.segment as seg
+from liverlib.data.nifti import load_case
+from liverlib.data.preprocess import (
     STATS_FILE,
     CTStats,
     PreprocessConfig,
@@ -39,6 +32,13 @@ from liverlib.preprocess import (
     resize_image,
     stats_from_histogram,
 )
+from liverlib.errors import RunError
+from liverlib.files import read_json, write_json
+from liverlib.labels import LABELS
+from liverlib.model.checkpoint import attach_normalization, check_normalization, load_checkpoint, save_checkpoint
+from liverlib.params import PREPROCESS_KEYS, ParamError, Params, resolve
+from liverlib.pipeline import stages
+from liverlib.pipeline.ablation import ARM_LABELS, ARMS, prepare_arm, table04
 from liverlib.run import RunDir
 from tests.conftest import write_nifti
 from tests.tiny import TINY_RUN, prepare

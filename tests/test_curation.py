@@ -1,4 +1,4 @@
-"""Tests of liverlib.curation (docs/study.md §1): eligibility, seeded selection, volume-level splits, manifest."""
+"""Tests of liverlib.data.curation (docs/study.md §1): eligibility, seeded selection, volume-level splits, manifest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import PHANTOM, tiny_pair, write_nifti
 
-from liverlib import curation as cur
-from liverlib.curation import (
+from liverlib.data import curation as cur
+from liverlib.data.curation import (
     CurationError,
     assess,
     build_manifest,
@@ -18,8 +18,8 @@ from liverlib.curation import (
     split_counts,
     split_volumes,
 )
+from liverlib.data.nifti import CaseError, find_cases
 from liverlib.errors import RunError
-from liverlib.io import CaseError, find_cases
 from liverlib.params import resolve
 
 
@@ -394,7 +394,7 @@ def test_curate_too_few_and_no_eligible(phantom_dir, tmp_path):
 
 
 def _no_figure(monkeypatch):
-    from liverlib import stages
+    from liverlib.pipeline import stages
 
     # Fig. 2 is the figures module's business; skipping it here saves seconds of matplotlib per call
     monkeypatch.setattr(stages, "render_fig02", lambda run: run.figure("fig02_case_overview"), raising=False)

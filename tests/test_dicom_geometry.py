@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import liverlib.segment as seg
-from liverlib import dicom
-from liverlib.cli import main
-from liverlib.io import CaseError
+import liverlib.segment.segment as seg
+from liverlib.data import dicom
+from liverlib.data.nifti import CaseError
+from liverlib.data.preprocess import PreprocessConfig
 from liverlib.labels import LABELS
-from liverlib.preprocess import PreprocessConfig
+from liverlib.pipeline.cli import main
 
 CONFIG = {"image_size": 32, "hu_window": [-1000, 1000], "quantize_8bit": False, "use_clahe": False, "clahe_clip": 2.0,
           "clahe_tile": 8, "use_gamma": False, "gamma": 1.2, "model": "threshold", "encoder": "none",
@@ -164,7 +164,7 @@ def test_plain_itk_would_misplace_the_uneven_series(tmp_path):
     """The fault itself, documented: ITK's reader puts the 31 slices on one even grid of 2.13 mm."""
     import SimpleITK as sitk
 
-    from liverlib.io import itk_warnings_off
+    from liverlib.data.nifti import itk_warnings_off
 
     kept, _ = write(tmp_path / "uneven", drop=UNEVEN)
     reader = sitk.ImageSeriesReader()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib.checkpoint import load_checkpoint
+from liverlib.model.checkpoint import load_checkpoint
 from liverlib.params import resolve
 from tests.tiny import TINY_RUN, prepare
 
@@ -45,12 +45,12 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     # are batched, because its Dice term pools a batch)
     import torch
 
-    from liverlib.checkpoint import model_from_checkpoint
-    from liverlib.dataset import SliceDataset, open_run_cache, split_index
-    from liverlib.losses import CombinedLoss
-    from liverlib.preprocess import PreprocessConfig
+    from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
+    from liverlib.data.preprocess import PreprocessConfig
+    from liverlib.model.checkpoint import model_from_checkpoint
     from liverlib.run import RunDir
-    from liverlib.training import _loader, validate
+    from liverlib.training.loop import _loader, validate
+    from liverlib.training.losses import CombinedLoss
 
     run = RunDir.from_params(p)
     model = model_from_checkpoint(ckpt)

@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib import paper, report, stages, tables
-from liverlib.checkpoint import model_dir, save_checkpoint
-from liverlib.model import build_model
+from liverlib import paper
+from liverlib.model.checkpoint import model_dir, save_checkpoint
+from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
+from liverlib.pipeline import stages
+from liverlib.report import report, tables
 from liverlib.run import RunDir
-from liverlib.training import HISTORY_COLUMNS, train_config
+from liverlib.training.loop import HISTORY_COLUMNS, train_config
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 3, "bootstrap_resamples": 50, "eval_batch_size": 8}

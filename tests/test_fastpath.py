@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib.fastpath import GpuBatches, fits_on_device, load_slices
+from liverlib.data.preprocess import SliceCache
 from liverlib.labels import LABELS
-from liverlib.preprocess import SliceCache
+from liverlib.training.device_batches import GpuBatches, fits_on_device, load_slices
 
 SIZE = 32
 

@@ -1,4 +1,4 @@
-"""Tests of liverlib.figures: panel counts, exact overlay / error-map colours, atomic saving, case choice."""
+"""Tests of liverlib.report.figures: panel counts, exact overlay / error-map colours, atomic saving, case choice."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from liverlib import figures
 from liverlib.labels import CLASS_NAMES, LABELS
+from liverlib.report import figures
 
 BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]
 YELLOW, BLUE = np.array(figures.FP_COLOUR), np.array(figures.FN_COLOUR)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from liverlib.augment import build_augmentation
-from liverlib.gpu_augment import (
+from liverlib.labels import LABELS
+from liverlib.training.augment import build_augmentation
+from liverlib.training.gpu_augment import (
     TorchAugmentConfig,
     _blur_matrix,
     _gaussian_taps,
@@ -17,7 +18,6 @@ from liverlib.gpu_augment import (
     geometry_matrix,
     sample_params,
 )
-from liverlib.labels import LABELS
 
 N = 20_000
 ONLY = TorchAugmentConfig().without_transforms()

@@ -1,4 +1,4 @@
-"""Tests of liverlib.io: discovery, loading in the display convention, the inverse, atomic writes, bad input."""
+"""Tests of liverlib.data.nifti: discovery, loading in the display convention, the inverse, atomic writes, bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import ORIENTED, WORLD_SPACING, file_order, hand_affine, tiny_pair, write_nifti
 
-import liverlib.io as lio
+import liverlib.data.nifti as lio
 from liverlib import files
-from liverlib.io import CaseError, check_pair, find_cases, from_display, load_case, save_mask_like, to_display
+from liverlib.data.nifti import CaseError, check_pair, find_cases, from_display, load_case, save_mask_like, to_display
 from liverlib.labels import LABELS
 
 # --- orientation ---------------------------------------------------------------------------------
@@ -521,7 +521,7 @@ def test_an_image_and_mask_whose_qform_alone_differs_are_refused(tmp_path):
 @pytest.mark.parametrize(("scode", "qcode", "reader"), [(1, 1, "sform"), (2, 1, "qform"), (0, 1, "qform"),
                                                           (2, 0, "sform"), (4, 2, "qform")])  # fmt: skip
 def test_itk_affine_is_the_form_itk_chooses(tmp_path, scode, qcode, reader):
-    """The rule :func:`liverlib.io.itk_affine` reads from ITK itself (SimpleITK 2.5): the sform when sform_code is 1
+    """The rule :func:`liverlib.data.nifti.itk_affine` reads from ITK itself (SimpleITK 2.5): the sform when sform_code is 1
     or the qform is unset, else the qform; nibabel's ``img.affine`` is the sform whenever sform_code > 0."""
     q = GEOMETRY.copy()
     q[:3, 3] = [5.0, 6.0, 7.0]

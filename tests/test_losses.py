@@ -1,4 +1,4 @@
-"""Tests of liverlib.losses against explicit numpy arithmetic on tiny tensors (docs/study.md §5, paper Table 2)."""
+"""Tests of liverlib.training.losses against explicit numpy arithmetic on tiny tensors (docs/study.md §5, paper Table 2)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from liverlib.labels import LABELS
-from liverlib.losses import CombinedLoss, cross_entropy_loss, dice_loss, focal_loss
+from liverlib.training.losses import CombinedLoss, cross_entropy_loss, dice_loss, focal_loss
 
 BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]
 

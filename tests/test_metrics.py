@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from liverlib import metrics as M
-from liverlib import per_volume as V
+from liverlib.evaluation import metrics as M
+from liverlib.evaluation import per_volume as V
 from liverlib.labels import LABELS
 
 BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]

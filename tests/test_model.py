@@ -1,4 +1,4 @@
-"""Tests of liverlib.model: shapes, attention paths, parameter counts, Table 1 (docs/study.md §4)."""
+"""Tests of liverlib.model.hybrid: shapes, attention paths, parameter counts, Table 1 (docs/study.md §4)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from liverlib.labels import NUM_CLASSES
-from liverlib.model import HybridTransUNet, build_model, count_parameters, layer_table
+from liverlib.model.hybrid import HybridTransUNet, build_model, count_parameters, layer_table
 
 torch.set_num_threads(1)
 

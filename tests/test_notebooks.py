@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, load_profiles
-from liverlib.study import notebooks
+from liverlib.pipeline.study import notebooks
 from tests.tiny import ROOT, STUDY, copy_project, liverlib_cli
 
 STUDY_TIMEOUT_S = 1500

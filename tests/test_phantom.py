@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic LiTS data (liverlib.phantom)."""
+"""Tests of the embedded synthetic LiTS data (liverlib.data.phantom)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from liverlib.io import CaseError, check_pair, find_cases, from_display, load_case
+from liverlib.data.nifti import CaseError, check_pair, find_cases, from_display, load_case
+from liverlib.data.phantom import BURDENS, ORIENTATIONS, _file_array, generate_phantom, make_case, phantom_affine
 from liverlib.labels import LABELS
-from liverlib.phantom import BURDENS, ORIENTATIONS, _file_array, generate_phantom, make_case, phantom_affine
 
 LIVER, TUMOR = LABELS["liver"], LABELS["tumor"]
 SMOKE = {"n_cases": 14, "size": 128, "n_slices": (24, 40), "seed": 42}
@@ -226,7 +226,7 @@ def test_an_older_phantom_json_without_checksums_is_reused_but_never_replaced(tm
 
 
 def test_a_killed_run_is_completed_by_the_next_and_its_temp_files_removed(tmp_path, monkeypatch):
-    import liverlib.phantom as ph
+    import liverlib.data.phantom as ph
 
     real, calls = ph.save_nifti, []
 
@@ -266,7 +266,7 @@ def test_phantom_json_records_each_files_size_and_sha256(tmp_path):
      (["--cases", "0"], "cases"), (["--size", "8"], "size")],
 )  # fmt: skip
 def test_phantom_cli_bad_values_are_one_line_errors(tmp_path, capsys, args, word):
-    from liverlib.cli import main
+    from liverlib.pipeline.cli import main
 
     out = tmp_path / "ph"
     assert main(["phantom", "--out", str(out), *args]) == 2
@@ -276,7 +276,7 @@ def test_phantom_cli_bad_values_are_one_line_errors(tmp_path, capsys, args, word
 
 
 def test_phantom_cli_refuses_a_folder_of_user_files(tmp_path, capsys):
-    from liverlib.cli import main
+    from liverlib.pipeline.cli import main
 
     (tmp_path / "volume-3.nii").write_bytes(b"mine")
     assert main(["phantom", "--out", str(tmp_path), "--cases", "1", "--size", "32", "--min-slices", "16",

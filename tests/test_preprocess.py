@@ -1,4 +1,4 @@
-"""Tests of liverlib.preprocess (docs/study.md §2): each step against its formula, switches, cache key and cache."""
+"""Tests of liverlib.data.preprocess (docs/study.md §2): each step against its formula, switches, cache key and cache."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liverlib.io import find_cases, load_case
-from liverlib.params import DEFAULTS, PREPROCESS_KEYS, resolve
-from liverlib.preprocess import (
+from liverlib.data.nifti import find_cases, load_case
+from liverlib.data.preprocess import (
     PreprocessConfig,
     SliceCache,
     build_cache,
@@ -25,6 +24,7 @@ from liverlib.preprocess import (
     resize_image,
     resize_mask,
 )
+from liverlib.params import DEFAULTS, PREPROCESS_KEYS, resolve
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_quantize_is_its_own_step(hu_slice):
 
 def test_ablation_arms_differ_only_by_the_steps_they_switch(hu_slice):
     """Every arm quantises alike; an arm's image is the paper arm's up to the step it switches off."""
-    from liverlib.ablation import ARMS
+    from liverlib.pipeline.ablation import ARMS
 
     cfgs = {a: PreprocessConfig.from_params(resolve(**v, image_size=40)) for a, v in ARMS.items()}
     for arm, cfg in cfgs.items():
@@ -183,8 +183,8 @@ def test_cache_key_changes_with_each_preprocessing_parameter():
 
 def test_cache_key_of_minmax_is_the_key_before_normalization_existed():
     """``normalization`` came later: at its default it leaves the key of earlier caches and checkpoints as it was."""
+    from liverlib.data.preprocess import CACHE_VERSION
     from liverlib.params import digest
-    from liverlib.preprocess import CACHE_VERSION
 
     cfg = PreprocessConfig()
     before = {k: v for k, v in cfg.as_params().items() if k != "normalization"}
@@ -285,7 +285,7 @@ def test_cache_of_another_data_folder_is_not_reused(phantom_volumes, oriented_di
 def test_two_arm_caches_differ_only_by_clahe_and_gamma(phantom_volumes, tmp_path):
     """The paper and no-enhancement caches: same masks; images = resize(f(quantised min-max)), with f the
     switched steps (CLAHE + gamma) in the paper arm and the identity in the other."""
-    from liverlib.ablation import ARMS
+    from liverlib.pipeline.ablation import ARMS
 
     paper_cfg = PreprocessConfig.from_params(resolve(**ARMS["paper"], image_size=16))
     base_cfg = PreprocessConfig.from_params(resolve(**ARMS["no_enhancement"], image_size=16))
@@ -308,7 +308,7 @@ def test_cache_records_each_volume_and_verifies_cheaply(phantom_volumes, tmp_pat
     files match it, and checks the values (and writes the record) when they do not or it is missing."""
     import json
 
-    from liverlib.preprocess import verify_volume
+    from liverlib.data.preprocess import verify_volume
 
     cfg = PreprocessConfig(image_size=16)
     root = Path(build_cache(phantom_volumes, cfg, tmp_path, progress=False)["cache_dir"])

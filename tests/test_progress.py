@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from liverlib import curation, io, progress, stages
+from liverlib import progress
+from liverlib.data import curation
+from liverlib.data import nifti as io
 from liverlib.errors import RunError
 from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, resolve
+from liverlib.pipeline import stages
+from liverlib.pipeline.study import injected, notebooks
 from liverlib.run import RunDir
-from liverlib.study import injected, notebooks
 from tests.tiny import TINY_RUN
 
 

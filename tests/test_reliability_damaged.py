@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from liverlib import stages
+from liverlib.data.preprocess import SliceCache
 from liverlib.errors import RunError
 from liverlib.files import read_json
 from liverlib.params import resolve
-from liverlib.preprocess import SliceCache
+from liverlib.pipeline import stages
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}
@@ -93,7 +93,7 @@ def test_cache_image_with_nan_is_rebuilt_and_named(tmp_path: Path, capsys) -> No
 def test_nan_loss_stops_training_naming_the_volumes_and_cache(tmp_path: Path) -> None:
     """NaN in a cached image read by stage 03 alone (no stage 02 to rebuild it): epoch 1 used to train with NaN loss
     and save last.pt with NaN weights."""
-    from liverlib.training import train
+    from liverlib.training.loop import train
 
     p, cache = _prepared(tmp_path)
     vid = read_json(tmp_path / "r/splits.json")["splits"]["train"][0]
@@ -133,7 +133,7 @@ def test_truncated_params_json_is_named(tmp_path: Path) -> None:
                          "rerun notebook 02, which rebuilds it'", 1, "the last complete epoch's last.pt (none here)")  # fmt: skip
 def test_cache_mask_with_value_7_stops_training_naming_the_file(tmp_path: Path) -> None:
     """Mask cache values set to 7, read by stage 03 without stage 02 first: 'IndexError: Target 7 is out of bounds'."""
-    from liverlib.training import train
+    from liverlib.training.loop import train
 
     p, cache = _prepared(tmp_path)
     vid = read_json(tmp_path / "r/splits.json")["splits"]["train"][0]

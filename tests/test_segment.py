@@ -1,4 +1,4 @@
-"""Tests of ``liverlib.segment``: orientation round trip, header keeping, refusals, folder mode, DICOM input,
+"""Tests of ``liverlib.segment.segment``: orientation round trip, header keeping, refusals, folder mode, DICOM input,
 TTA, probabilities, the report, postprocessing, label sidecars, skipping and unwritable outputs, and the CLI."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-import liverlib.segment as seg
-from liverlib.cli import main
-from liverlib.dicom import series_ids, write_series
+import liverlib.segment.segment as seg
+from liverlib.data.dicom import series_ids, write_series
+from liverlib.data.nifti import CaseError, from_display, load_case, to_display
+from liverlib.data.phantom import make_case, phantom_affine
+from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import RunError
-from liverlib.inference import autocast_dtype, predict_volume
-from liverlib.io import CaseError, from_display, load_case, to_display
+from liverlib.evaluation.inference import autocast_dtype, predict_volume
 from liverlib.labels import LABELS
-from liverlib.model import build_model
-from liverlib.phantom import make_case, phantom_affine
-from liverlib.preprocess import PreprocessConfig
+from liverlib.model.hybrid import build_model
+from liverlib.pipeline.cli import main
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "example_ct_sm.nii.gz"
 """ The shared small real CT (122 × 101 × 30, 3 mm, RAS), beside the repository in ``../shared``."""
@@ -449,7 +449,7 @@ def test_cli_tta_and_report_record_it(tmp_path, monkeypatch):
 
 
 def test_precision_choice_and_bf16_on_cpu(monkeypatch):
-    import liverlib.inference as inference
+    import liverlib.evaluation.inference as inference
 
     for native, auto in ((True, torch.bfloat16), (False, None)):  # auto: bf16 where the CPU has it natively
         monkeypatch.setattr(inference, "cpu_bf16_supported", lambda native=native: native)
@@ -604,7 +604,7 @@ def test_dicom_io_leaves_the_process_locale_alone(tmp_path):
     suite-order bug: Table 1's '×' failed to write after the DICOM tests)."""
     import locale
 
-    from liverlib import dicom
+    from liverlib.data import dicom
 
     before = locale.setlocale(locale.LC_ALL)
     dicom.write_series(np.zeros((3, 16, 16), np.int16), np.eye(4), tmp_path / "s")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from liverlib import stages
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json
 from liverlib.params import resolve
+from liverlib.pipeline import stages
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 1, "bootstrap_resamples": 20, "eval_batch_size": 8}
@@ -89,7 +89,7 @@ def test_evaluation_rerun_with_other_parameters_is_refused(trained: Path) -> Non
 
 
 def test_report_names_what_data_dir_auto_resolved_to(tmp_path: Path) -> None:
-    from liverlib.report import run_settings
+    from liverlib.report.report import run_settings
     from liverlib.run import RunDir
 
     run = RunDir(tmp_path)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
+from liverlib.evaluation.stats import (
+    MIN_VOLUMES,
+    bootstrap_ci,
+    cluster_bootstrap_ci,
+    paired_ttest,
+    wilcoxon_signed_rank,
+)
 
 
 def test_bootstrap_ci_contains_mean_and_is_seeded() -> None:

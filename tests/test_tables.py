@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib import paper, tables
-from liverlib.ablation import table04
+from liverlib import paper
 from liverlib.params import resolve
+from liverlib.pipeline.ablation import table04
+from liverlib.report import tables
 
 
 def _summary(liver: float, tumor: float, gtpos: float, *, precision_n: int = 3) -> dict:
@@ -80,7 +81,7 @@ def _run_with_summary(tmp_path: Path) -> Path:
 
 
 def test_table08_puts_per_slice_beside_per_slice_and_names_the_level(tmp_path: Path) -> None:
-    from liverlib.report import table08_comparison
+    from liverlib.report.report import table08_comparison
     from liverlib.run import RunDir
 
     t8 = table08_comparison(RunDir(_run_with_summary(tmp_path)))
@@ -95,7 +96,7 @@ def test_table08_puts_per_slice_beside_per_slice_and_names_the_level(tmp_path: P
 
 
 def test_report_headline_and_table06_pair_the_same_rows_with_the_same_paper_values() -> None:
-    from liverlib.report import headline_table
+    from liverlib.report.report import headline_table
 
     t6 = tables.table06_test(_summary(0.9, 0.6, 0.3))
     lines = headline_table(t6)[2:]
@@ -110,7 +111,7 @@ def test_report_headline_and_table06_pair_the_same_rows_with_the_same_paper_valu
 
 
 def test_report_says_when_the_tumor_score_is_all_empty_slice_credit() -> None:
-    from liverlib.report import empty_credit_note
+    from liverlib.report.report import empty_credit_note
 
     s = _summary(0.9, 0.4, 0.0) | {"counts": {"test_slices": 10}}
     note = empty_credit_note(s)
@@ -121,7 +122,7 @@ def test_report_says_when_the_tumor_score_is_all_empty_slice_credit() -> None:
 
 
 def test_report_links_the_executed_notebooks_that_exist(tmp_path: Path) -> None:
-    from liverlib.report import notebook_links
+    from liverlib.report.report import notebook_links
     from liverlib.run import RunDir
 
     assert notebook_links(RunDir(tmp_path)) == []
@@ -134,7 +135,7 @@ def test_report_links_the_executed_notebooks_that_exist(tmp_path: Path) -> None:
 
 
 def test_display_formats_counts_as_integers_numbers_to_4_decimals_and_undefined_as_a_dash() -> None:
-    from liverlib import display
+    from liverlib.report import display
 
     df = pd.DataFrame({"metric": ["a", "b"], "mean": [0.57581932, float("nan")], "n": [26.0, 3.0],
                        "year": [2022.0, None], "parameters": [20_832_963, 7], "flag": [True, False]})  # fmt: skip

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib import stages, tracking
 from liverlib.params import ParamError, resolve
-from liverlib.training import train
+from liverlib.pipeline import stages
+from liverlib.training import tracking
+from liverlib.training.loop import train
 from tests.tiny import TINY_RUN, prepare
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra (installed by make test)")

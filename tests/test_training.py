@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json
+from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from liverlib.params import resolve
-from liverlib.training import TrainingInterrupted, train
+from liverlib.training.loop import TrainingInterrupted, train
 from tests.tiny import TINY_RUN, prepare, share_prepared
 
 TINY = {**TINY_RUN, "epochs": 3}
@@ -57,11 +57,11 @@ def test_resume_matches_uninterrupted_run(prepared: Path, full: dict) -> None:
 def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Path, full: dict) -> None:
     """``last.pt`` holds BatchNorm statistics recomputed on the clean training slices after the last epoch
     (docs/training.md), not the running average training left: recomputing them again gives the same buffers."""
-    from liverlib.dataset import SliceDataset, open_run_cache, split_index
-    from liverlib.preprocess import PreprocessConfig
+    from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
+    from liverlib.data.preprocess import PreprocessConfig
     from liverlib.run import RunDir
-    from liverlib.training import _loader
-    from liverlib.validation import recompute_bn_stats
+    from liverlib.training.loop import _loader
+    from liverlib.training.validation import recompute_bn_stats
 
     p = _params(prepared, "full")
     run = RunDir.from_params(p)
@@ -139,7 +139,7 @@ def test_kill_between_writes_is_repaired(prepared: Path) -> None:
 @pytest.mark.reliability("'interrupted at epoch N of M (... last.pt); rerun the same command to resume'", 130,
                          "last.pt of the last complete epoch")  # fmt: skip
 def test_ctrl_c_leaves_a_resumable_run(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import liverlib.training as tr
+    import liverlib.training.loop as tr
 
     p = _params(prepared, "ctrlc", epochs=2)
     train(p, progress=False, stop_after=1)
@@ -220,7 +220,7 @@ def test_training_loader_drops_a_last_batch_of_one_slice() -> None:
     channel"); the training loader drops such a batch, validation keeps every slice."""
     from torch.utils.data import TensorDataset
 
-    from liverlib.training import _loader
+    from liverlib.training.loop import _loader
 
     p = resolve(batch_size=8, num_workers=0)
     cpu = torch.device("cpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib.study import run_study
+from liverlib.pipeline.study import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 CV = {"phantom_cases": 9, "phantom_size": 64, "phantom_slices": [16, 18], "n_volumes": 6, "folds": 3, "image_size": 32,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from liverlib import stages
 from liverlib.params import Params
+from liverlib.pipeline import stages
 from liverlib.progress import ENV as PROGRESS_ENV
 
 TINY_RUN = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9,

@@ -4,7 +4,7 @@ Trains the run's model on its cache (the run folder must have run notebooks 01-0
 the model on an exact copy of its **own training slices** (no augmentation) and on the validation split:
 
 - ``running``: ``eval()`` with the BatchNorm running statistics that training left (what liverlib did before);
-- ``recomputed``: ``eval()`` after :func:`liverlib.validation.recompute_bn_stats` on the training slices (the fix);
+- ``recomputed``: ``eval()`` after :func:`liverlib.training.validation.recompute_bn_stats` on the training slices (the fix);
 - ``batch``: BatchNorm with batch statistics, dropout off (what the weights can do; copy only).
 
 Training itself is identical in all four (a BatchNorm in training mode never reads its running statistics).
@@ -25,16 +25,16 @@ import pandas as pd
 import torch
 import yaml
 
-from liverlib.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
+from liverlib.data.preprocess import PreprocessConfig
 from liverlib.files import read_json
-from liverlib.losses import CombinedLoss
-from liverlib.model import build_model
+from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
-from liverlib.preprocess import PreprocessConfig
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, seed_everything
-from liverlib.training import _loader, make_scheduler, train_step
-from liverlib.validation import BatchStatistics, recompute_bn_stats, validate
+from liverlib.training.loop import _loader, make_scheduler, train_step
+from liverlib.training.losses import CombinedLoss
+from liverlib.training.validation import BatchStatistics, recompute_bn_stats, validate
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
                         fused_attention=p.fused_attention).to(memory_format=torch.channels_last)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sched = make_scheduler(opt, p, epochs=epochs, steps_per_epoch=-(-len(train_idx) // p.batch_size))
-    import liverlib.augment as aug
+    import liverlib.training.augment as aug
 
     tf = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma, seed=p.seed)
     train_ds = SliceDataset(train_idx, cache, tf if p.augment else None)

@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from liverlib import stages
-from liverlib.evaluation import evaluate
+from liverlib.evaluation.evaluate import evaluate
 from liverlib.params import load_profiles, profile_path, project_root, resolve
+from liverlib.pipeline import stages
 from liverlib.runtime import cpu_bf16_supported
-from liverlib.training import train
+from liverlib.training.loop import train
 
 COLUMNS = ["epoch", "train_loss", "val_loss", "val_liver_dice", "val_tumor_dice_gtpos", "train_slices_per_s"]
 

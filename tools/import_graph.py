@@ -1,5 +1,6 @@
 """The import graph of the liverlib package (every ``import liverlib.x`` / ``from liverlib.x import``, lazy ones
-included) and its cycles; used by tests/test_architecture.py and for the numbers in docs/architecture.md."""
+included), its cycles between modules and between subpackages, private names imported across modules, module and
+function sizes; used by tests/test_architecture.py and for the numbers in docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -75,13 +76,48 @@ def line_counts() -> dict[str, int]:
     return {module_name(p): len(p.read_text(encoding="utf-8").splitlines()) for p in sorted(PKG.rglob("*.py"))}
 
 
-def longest_functions(n: int = 8) -> list[tuple[str, int]]:
-    rows = []
-    for p in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+def function_lengths() -> dict[str, int]:
+    """``module.function`` (methods ``module.Class.method``, nested functions by their own name) → lines, from the
+    ``def`` line to the last line of its body."""
+    rows: dict[str, int] = {}
+    for p in sorted(PKG.rglob("*.py")):
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        owners = {id(c): n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for c in n.body}
+        for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                rows.append((f"{module_name(p)}.{node.name}", node.end_lineno - node.lineno + 1))
-    return sorted(rows, key=lambda r: -r[1])[:n]
+                owner = f"{owners[id(node)]}." if id(node) in owners else ""
+                rows[f"{module_name(p)}.{owner}{node.name}"] = node.end_lineno - node.lineno + 1
+    return rows
+
+
+def longest_functions(n: int = 8) -> list[tuple[str, int]]:
+    return sorted(function_lengths().items(), key=lambda r: -r[1])[:n]
+
+
+def package_of(module: str) -> str:
+    """The subpackage a module belongs to (``liverlib.data.nifti`` → ``liverlib.data``); a top-level module is its own
+    unit (``liverlib.params``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def package_graph(g: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph collapsed to subpackages and top-level modules (imports inside one subpackage dropped)."""
+    out: dict[str, set[str]] = {}
+    for m, deps in g.items():
+        a = package_of(m)
+        out.setdefault(a, set()).update(package_of(d) for d in deps if package_of(d) != a)
+    return out
+
+
+def private_imports() -> list[tuple[str, str]]:
+    """``(module, name)`` for every ``from liverlib.x import _name`` in a module other than ``liverlib.x``."""
+    found = []
+    for p in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("liverlib"):
+                found += [(module_name(p), f"{node.module}.{a.name}") for a in node.names if a.name.startswith("_")]
+    return found
 
 
 if __name__ == "__main__":

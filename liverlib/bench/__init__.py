@@ -9,13 +9,13 @@
    FLOPs per slice, the share of the ceiling (the measured matmul rate; on CUDA the card's dense peak), the loss
    after the same steps (accuracy of the precisions), and on CUDA batch 32.
 2. **Training end to end** (:mod:`.e2e`): the CPU DataLoader with albumentations vs the device-resident
-   :class:`liverlib.fastpath.GpuBatches` with :mod:`liverlib.gpu_augment`, and the projected paper run.
+   :class:`liverlib.training.device_batches.GpuBatches` with :mod:`liverlib.training.gpu_augment`, and the projected paper run.
 3. **Data path** and 4. **volume inference** (:mod:`.data`): phantom → cache → DataLoader; ``segment``'s
    batched inference of a 512×512×100 volume in fp32 and under autocast.
 
 Timing helpers are in :mod:`.timing`, the profile in :mod:`.profile`, the table in :mod:`.summary`, the
 Markdown in :mod:`.report`, the command in :mod:`.runner`. A training step is
-:func:`liverlib.training.train_step`. Nothing here is a test: numbers depend on the machine and its load.
+:func:`liverlib.training.loop.train_step`. Nothing here is a test: numbers depend on the machine and its load.
 """
 
 from liverlib.bench.report import render_report

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from liverlib.bench.timing import PAPER_SIZE, Reps, _sync
-from liverlib.dataset import seed_worker
-from liverlib.model import build_model
+from liverlib.data.dataset import seed_worker
+from liverlib.model.hybrid import build_model
 from liverlib.runtime import amp_settings
 
 
@@ -60,12 +60,12 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
         dict of seconds and rates (see the keys), ``big_volume`` (the big case's path), ``big_cache`` and
         ``big_index`` (its cached slices, for the end-to-end training rates).
     """
-    from liverlib.augment import build_augmentation
-    from liverlib.curation import curate
-    from liverlib.dataset import SliceDataset
-    from liverlib.io import find_cases, load_case
-    from liverlib.phantom import generate_phantom
-    from liverlib.preprocess import PreprocessConfig, SliceCache, build_cache, preprocess_slice, resize_mask
+    from liverlib.data.curation import curate
+    from liverlib.data.dataset import SliceDataset
+    from liverlib.data.nifti import find_cases, load_case
+    from liverlib.data.phantom import generate_phantom
+    from liverlib.data.preprocess import PreprocessConfig, SliceCache, build_cache, preprocess_slice, resize_mask
+    from liverlib.training.augment import build_augmentation
 
     p = _smoke_params(workdir, workdir / "smoke", **(smoke or {}))
     out: dict[str, Any] = {"smoke_set": f"{p.phantom_cases} cases at {p.phantom_size}², {p.phantom_slices[0]}–"
@@ -134,7 +134,7 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
 def measure_volume_inference(image: np.ndarray, *, image_size: int = PAPER_SIZE, batch_size: int = 16,
                              device: torch.device, reps: Reps, cpu_bf16: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Seconds to segment one HU volume with the paper model as ``segment`` does (docs/study.md §7): preprocessing,
-    batched forward (:func:`liverlib.inference.predict_labels`, fused attention, channels_last), bilinear
+    batched forward (:func:`liverlib.evaluation.inference.predict_labels`, fused attention, channels_last), bilinear
     upsampling of the probabilities to the original size, argmax; in fp32 and under autocast side by side.
 
     ``fp32_s``: fp32. ``amp_s``: autocast (CUDA; bf16 on a CPU with native support, or forced with
@@ -144,8 +144,8 @@ def measure_volume_inference(image: np.ndarray, *, image_size: int = PAPER_SIZE,
     Args:
         image: int16 HU volume (slices, H, W).
     """
-    from liverlib.inference import predict_labels
-    from liverlib.preprocess import PreprocessConfig, preprocess_volume
+    from liverlib.data.preprocess import PreprocessConfig, preprocess_volume
+    from liverlib.evaluation.inference import predict_labels
 
     del reps
     cfg = PreprocessConfig(image_size=image_size)

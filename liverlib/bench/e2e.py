@@ -1,9 +1,9 @@
 """End-to-end training rates of the benchmark: cache → augmentation → training step, paper path vs fast path.
 
-The **paper path** is the study's default loop: a CPU ``DataLoader`` over :class:`liverlib.dataset.SliceDataset`
+The **paper path** is the study's default loop: a CPU ``DataLoader`` over :class:`liverlib.data.dataset.SliceDataset`
 with the albumentations pipeline, fp32, NCHW, explicit attention. The **fast path** holds the split on the
-device (:class:`liverlib.fastpath.GpuBatches`), augments there (:mod:`liverlib.gpu_augment`) and trains with
-fused SDPA, channels_last and autocast where it pays. Both call :func:`liverlib.training.train_step`.
+device (:class:`liverlib.training.device_batches.GpuBatches`), augments there (:mod:`liverlib.training.gpu_augment`) and trains with
+fused SDPA, channels_last and autocast where it pays. Both call :func:`liverlib.training.loop.train_step`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 
 from liverlib.bench.models import build_paths
 from liverlib.bench.timing import Reps, _sync
-from liverlib.losses import CombinedLoss
-from liverlib.preprocess import SliceCache
-from liverlib.training import train_step
+from liverlib.data.preprocess import SliceCache
+from liverlib.training.loop import train_step
+from liverlib.training.losses import CombinedLoss
 
 PAPER_EPOCH = {"train": 1350, "val": 168, "epochs": 100}
 """The paper's run: 1,350 training and 168 validation slices per epoch, 100 epochs (docs/study.md §6; 4.02 h on a T4)."""
@@ -52,8 +52,8 @@ def _timed_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: It
 def paper_loader(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, workers: int, seed: int,
                  device: torch.device) -> Callable[[int], DataLoader]:  # fmt: skip
     """Epoch → the paper path's seeded, shuffled DataLoader with albumentations (as the training loop builds it)."""
-    from liverlib.augment import build_augmentation
-    from liverlib.dataset import SliceDataset, seed_worker
+    from liverlib.data.dataset import SliceDataset, seed_worker
+    from liverlib.training.augment import build_augmentation
 
     ds = SliceDataset(index, cache, build_augmentation(seed=seed))
     return lambda epoch: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -79,7 +79,7 @@ def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, siz
         a row per path: ``path``, ``precision``, ``train_slices_s``, ``steps``, ``workers`` and, for the fast
         path, ``load_s`` (copying the split to the device) and ``resident``.
     """
-    from liverlib.fastpath import GpuBatches
+    from liverlib.training.device_batches import GpuBatches
 
     paths = build_paths(name, size, batch_size=batch_size, device=device, cpu_bf16=cpu_bf16, big_batch=None)
     loss_fn, rows = CombinedLoss(), []
@@ -113,8 +113,8 @@ def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, siz
 
 def feeder_rate(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, device: torch.device,
                 batches: int) -> float:  # fmt: skip
-    """Augmented slices/s that :class:`liverlib.fastpath.GpuBatches` delivers alone (no model)."""
-    from liverlib.fastpath import GpuBatches
+    """Augmented slices/s that :class:`liverlib.training.device_batches.GpuBatches` delivers alone (no model)."""
+    from liverlib.training.device_batches import GpuBatches
 
     feed = GpuBatches(cache, index, batch_size=batch_size, device=device, seed=0, augment=True)
     it = _batches(feed.epoch)

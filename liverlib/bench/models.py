@@ -14,10 +14,10 @@ import torch
 from liverlib.bench.profile import profile_step
 from liverlib.bench.timing import PeakMemory, Reps, count_flops, time_interleaved
 from liverlib.labels import NUM_CLASSES
-from liverlib.losses import CombinedLoss
-from liverlib.model import build_model
+from liverlib.model.hybrid import build_model
 from liverlib.runtime import amp_settings
-from liverlib.training import train_step
+from liverlib.training.loop import train_step
+from liverlib.training.losses import CombinedLoss
 
 PATH_NAMES = ("naive", "fast fp32", "fast", "fast, compiled", "fast, big batch")
 """Model-step paths: ``naive`` is the paper's (fp32, NCHW, explicit attention, no_grad); ``fast`` adds fused SDPA,
@@ -43,7 +43,7 @@ class _Path:
 
 def _build_path(name: str, size: int, batch_size: int, device: torch.device, fast: bool,
                 amp_dtype: torch.dtype | None, compiled: bool = False) -> _Path:  # fmt: skip
-    """A path of :data:`PATH_NAMES` with the training loop's own step (:func:`liverlib.training.train_step`:
+    """A path of :data:`PATH_NAMES` with the training loop's own step (:func:`liverlib.training.loop.train_step`:
     CombinedLoss, grad clip 1.0, AdamW); every path starts from the same weights and the same batch."""
     torch.manual_seed(0)
     fmt = torch.channels_last if fast else torch.contiguous_format

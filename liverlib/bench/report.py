@@ -116,10 +116,10 @@ def _section_e2e(summary: pd.DataFrame, e2e: pd.DataFrame, data: dict[str, Any] 
         else ""
     )
     return ["## 2. Training end to end", "",
-            "Cache → augmentation → training step (`liverlib.training.train_step`) on the big phantom case's cached "
+            "Cache → augmentation → training step (`liverlib.training.loop.train_step`) on the big phantom case's cached "
             "slices. **naive** = the paper path: a CPU `DataLoader` over `SliceDataset` with the albumentations "
-            "pipeline, fp32, NCHW. **fast**: the split resident on the device (`liverlib.fastpath.GpuBatches`, float16 "
-            "images, uint8 masks), the paper's transforms in torch on the batch (`liverlib.gpu_augment`), fused "
+            "pipeline, fp32, NCHW. **fast**: the split resident on the device (`liverlib.training.device_batches.GpuBatches`, float16 "
+            "images, uint8 masks), the paper's transforms in torch on the batch (`liverlib.training.gpu_augment`), fused "
             f"attention, channels_last, autocast where it pays.{feeder} The projected paper run uses these training "
             "rates and the model step's inference rate of the same path for the 168 validation slices.", "",
             format_table(show.drop(columns=["size"], errors="ignore")), "", format_table(rows), ""]  # fmt: skip

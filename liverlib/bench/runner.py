@@ -19,7 +19,7 @@ from liverlib.bench.models import measure_models
 from liverlib.bench.report import render_report
 from liverlib.bench.summary import format_table, summary_table
 from liverlib.bench.timing import PAPER_SIZE, Reps, dense_peak_gflops, machine_info, matmul_rates
-from liverlib.model import MODEL_NAMES
+from liverlib.model.hybrid import MODEL_NAMES
 from liverlib.runtime import resolve_device
 
 
@@ -93,7 +93,7 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
                                                workers=min(4, os.cpu_count() or 1) if cuda else 0)  # fmt: skip
             e2e_rows = pd.DataFrame(e2e_rows)
         if "volume" in groups:
-            from liverlib.io import load_case
+            from liverlib.data.nifti import load_case
 
             image = load_case(data["big_volume"]).image[:volume_slices]
             log(f"bench: inference of a {image.shape[1]}×{image.shape[2]}×{len(image)} volume at {image_size}² ...")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from liverlib.model import build_model
+from liverlib.model.hybrid import build_model
 from liverlib.runtime import amp_settings, cpu_bf16_supported
 
 PAPER_SIZE = 256

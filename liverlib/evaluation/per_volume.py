@@ -1,5 +1,5 @@
 """Per-volume metrics, LiTS style (docs/study.md §7): Dice per case and global Dice, surface distances in mm (ASSD,
-HD95), the largest connected component. Per-slice counts and scores are in :mod:`liverlib.metrics`.
+HD95), the largest connected component. Per-slice counts and scores are in :mod:`liverlib.evaluation.metrics`.
 
 Every function takes its empty-mask rule as an explicit argument (``empty``), as the per-slice ones do.
 """
@@ -13,8 +13,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import KDTree
 
+from liverlib.evaluation.metrics import DISTANCE_EMPTY_RULES, EPS, Array, _np, binary_masks, dice
 from liverlib.labels import FOREGROUND, LABELS
-from liverlib.metrics import DISTANCE_EMPTY_RULES, EPS, Array, _np, binary_masks, dice
 
 
 def _bbox(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...]:

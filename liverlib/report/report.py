@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liverlib import figures, paper, tables
+from liverlib import paper
 from liverlib.errors import RunError
+from liverlib.evaluation.stats import MIN_VOLUMES
 from liverlib.files import read_json, write_table, write_text
 from liverlib.params import Params
+from liverlib.report import figures, tables
 from liverlib.run import RunDir
-from liverlib.stats import MIN_VOLUMES
 
 FIGURES = {
     "fig02": "fig02_case_overview", "fig03": "fig03_preprocessing_pipeline", "fig04": "fig04_intensity_histograms",

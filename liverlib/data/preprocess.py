@@ -40,7 +40,7 @@ import pandas as pd
 
 from liverlib.errors import RunError
 from liverlib.files import atomic_write
-from liverlib.io import load_case
+from liverlib.data.nifti import load_case
 from liverlib.params import PREPROCESS_KEYS, ParamError, digest
 from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER, write_console

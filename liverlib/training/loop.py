@@ -7,7 +7,7 @@ clipping at norm 1.0 (or, ``lr_schedule: onecycle``, a warm-up and cosine decay 
 rerun resumes from ``last.pt`` to the same weights and history as an uninterrupted run (on CPU).
 
 Before every validation the BatchNorm statistics are recomputed for the current weights on the clean training
-slices (:func:`liverlib.validation.recompute_bn_stats`): the running averages training leaves describe older
+slices (:func:`liverlib.training.validation.recompute_bn_stats`): the running averages training leaves describe older
 weights and augmented images, and scored in ``eval()`` mode they collapsed validation (docs/training.md). The
 saved checkpoints hold the recomputed statistics; training itself never reads them, so resume stays exact.
 
@@ -36,19 +36,19 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from liverlib.checkpoint import load_checkpoint, model_dir, save_checkpoint
-from liverlib.dataset import SliceDataset, open_run_cache, seed_worker, split_index
+from liverlib.data.dataset import SliceDataset, open_run_cache, seed_worker, split_index
+from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import RunError
 from liverlib.files import remove_stale_temps, write_table
-from liverlib.losses import CombinedLoss
-from liverlib.model import build_model
+from liverlib.model.checkpoint import load_checkpoint, model_dir, save_checkpoint
+from liverlib.model.hybrid import build_model
 from liverlib.params import TRAIN_KEYS, Params
-from liverlib.preprocess import PreprocessConfig
 from liverlib.progress import bar as tqdm
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, distributed_context, resolve_device, seed_everything
-from liverlib.tracking import training_tracker
-from liverlib.validation import recompute_bn_stats, sync_buffers, validate
+from liverlib.training.losses import CombinedLoss
+from liverlib.training.tracking import training_tracker
+from liverlib.training.validation import recompute_bn_stats, sync_buffers, validate
 
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_pixel_acc", "val_liver_dice", "val_tumor_dice", "val_tumor_dice_gtpos",
@@ -396,7 +396,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
         )
     if p.compile:
         model = torch.compile(model)
-    import liverlib.augment as aug
+    import liverlib.training.augment as aug
 
     transform = aug.build_augmentation(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma,
                                        seed=p.seed) if p.augment else None  # fmt: skip
@@ -404,7 +404,7 @@ def train(p: Params, *, model_name: str | None = None, epochs: int | None = None
     bn_ds = SliceDataset(train_idx, cache, None)  # the training slices as validation sees them (no augmentation)
     feed = None
     if p.feeder == "gpu":  # the split resident on the device, augmented there (each rank its shard and seed)
-        from liverlib.fastpath import GpuBatches
+        from liverlib.training.device_batches import GpuBatches
 
         feed = GpuBatches(cache, train_idx.iloc[rank::world].reset_index(drop=True), batch_size=p.batch_size,
                           device=device, seed=p.seed + rank * RANK_SEED_STRIDE, augment=p.augment,

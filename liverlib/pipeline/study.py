@@ -80,7 +80,7 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
     """
     values = study_parameters(profiles, overrides)
     p = resolve(**values)
-    from liverlib.ablation import arms_to_run
+    from liverlib.pipeline.ablation import arms_to_run
 
     arms = arms_to_run(p)  # an unknown arm is refused before anything runs
     if p.folds and all_folds:
@@ -122,7 +122,7 @@ def warn_gpu_sized_job(p: Params) -> None:
     """Say at the start when a GPU-sized run (the paper or full_lits profile) will train on the CPU, and for how long."""
     import torch
 
-    from liverlib.training import cpu_hours
+    from liverlib.training.loop import cpu_hours
 
     if p.device in ("auto", "cpu") and not torch.cuda.is_available():
         if p.data_dir == "phantom":  # about half of a phantom case's slices hold liver; 80 % of the volumes train
@@ -138,7 +138,7 @@ def warn_gpu_sized_job(p: Params) -> None:
 
 def run_arms(p: Params, arms: list[str]) -> None:
     """Make each ablation arm's run folder with notebooks 02–04 (stage 05's variants; finished stages are reused)."""
-    from liverlib.ablation import prepare_arm
+    from liverlib.pipeline.ablation import prepare_arm
 
     stages = [nb for nb in notebooks() if nb.name[:2] in ("02", "03", "04")]
     for k, arm in enumerate(arms, 1):
@@ -255,8 +255,8 @@ def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
             frames.append(pd.read_csv(pv).assign(fold=fold))
     if frames:
         from liverlib.errors import RunError
+        from liverlib.evaluation.per_volume import pooled_dice
         from liverlib.files import write_table
-        from liverlib.per_volume import pooled_dice
 
         cv = pd.concat(frames, ignore_index=True)
         twice = sorted(cv.volume_id[cv.volume_id.duplicated()].unique().tolist())

@@ -1,7 +1,7 @@
 """The anatomy of the embedded phantom: one synthetic abdominal CT case (:func:`make_case`), docs/study.md §1.
 
-See :mod:`liverlib.phantom` for what a case holds; this module builds it, tissue by tissue (body, bowel,
-solid organs, great vessels, spine, ribs, liver vessels, tumors), and :mod:`liverlib.phantom` writes the
+See :mod:`liverlib.data.phantom` for what a case holds; this module builds it, tissue by tissue (body, bowel,
+solid organs, great vessels, spine, ribs, liver vessels, tumors), and :mod:`liverlib.data.phantom` writes the
 cases to a folder it owns.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage
 
-from liverlib.io import DISPLAY_AXCODES
+from liverlib.data.nifti import DISPLAY_AXCODES
 from liverlib.labels import LABELS
 
 PHANTOM_VERSION = 1
@@ -118,7 +118,7 @@ def _add_tumors(rng, tissue, liver, specs, t, s) -> tuple[np.ndarray, np.ndarray
 
 
 def _file_array(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """:func:`liverlib.io.from_display` in Fortran order: the layout NIfTI stores, ~10× faster to copy and write."""
+    """:func:`liverlib.data.nifti.from_display` in Fortran order: the layout NIfTI stores, ~10× faster to copy and write."""
     ornt = nio.ornt_transform(nio.axcodes2ornt(DISPLAY_AXCODES), nio.io_orientation(affine))
     return np.asfortranarray(nio.apply_orientation(data.transpose(2, 1, 0), ornt))
 

@@ -53,7 +53,7 @@ def table01_architecture(image_size: int = 256, trained_size: int | None = None)
     paper's count beside it; with ``trained_size`` (the input side the run trained at, e.g. 64 in the smoke run)
     a column gives each layer's output shape at that size (a 64² input has an 8 × 8 = 64-token bottleneck).
     """
-    from liverlib.model import HybridTransUNet, count_parameters, layer_table
+    from liverlib.model.hybrid import HybridTransUNet, count_parameters, layer_table
 
     model = HybridTransUNet()
     t = layer_table(model, image_size=image_size)

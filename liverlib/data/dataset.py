@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from liverlib.errors import RunError
 from liverlib.files import read_json
-from liverlib.preprocess import PreprocessConfig, SliceCache
+from liverlib.data.preprocess import PreprocessConfig, SliceCache
 
 MAX_LABEL = 2
 """The largest label a cached mask may hold (tumor)."""

@@ -3,7 +3,7 @@
 The paper's 1,688 slices at 256² are ≈ 220 MB in float16: the whole training split fits on
 any GPU. :class:`GpuBatches` copies a split's slices out of the run's cache once (float16 images, uint8
 masks), keeps them on the device when they fit, and yields shuffled batches augmented there by
-:func:`liverlib.gpu_augment.augment_batch`, so no CPU worker sits between the cache and the model.
+:func:`liverlib.training.gpu_augment.augment_batch`, so no CPU worker sits between the cache and the model.
 
 Each epoch is seeded from ``seed * 1000 + epoch`` (as the training loop's DataLoader), for the shuffle and the
 augmentation alike: the same seed and epoch give the same batches on the same device.
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from liverlib.gpu_augment import TorchAugmentConfig, augment_batch
-from liverlib.preprocess import SliceCache
+from liverlib.data.preprocess import SliceCache
+from liverlib.training.gpu_augment import TorchAugmentConfig, augment_batch
 
 GPU_MEMORY_SHARE = 0.5
 """The resident set may take at most this share of the device's free memory (the rest: model and activations)."""
@@ -53,13 +53,13 @@ class GpuBatches:
     """Shuffled, augmented training batches from a split held on the device (docs/study.md §3, §6).
 
     Args:
-        cache: the run's preprocessed cache (:func:`liverlib.dataset.open_run_cache`).
-        index: the split's rows (:func:`liverlib.dataset.split_index`).
+        cache: the run's preprocessed cache (:func:`liverlib.data.dataset.open_run_cache`).
+        index: the split's rows (:func:`liverlib.data.dataset.split_index`).
         batch_size: slices per batch; the last batch of an epoch may be smaller (``drop_last=False``).
         device: where batches are made; the slices live there when they fit (:func:`fits_on_device`),
             else in (pinned) host memory and each batch is copied over.
         seed: the run's seed; epoch ``e`` uses ``seed * 1000 + e``.
-        augment: apply the paper's transforms (:func:`liverlib.gpu_augment.augment_batch`).
+        augment: apply the paper's transforms (:func:`liverlib.training.gpu_augment.augment_batch`).
         elastic_alpha, elastic_sigma: ElasticTransform parameters (the params' ``elastic_alpha``/``_sigma``).
         config: other transform settings (default: the paper's); ``elastic_*`` above override it.
 

@@ -1,6 +1,6 @@
 """The preprocessing ablation (docs/study.md §8, paper Table 4): each arm is a run folder of its own.
 
-The study runner (:func:`liverlib.study.run_study`) makes every arm, before notebook 05, as it makes any
+The study runner (:func:`liverlib.pipeline.study.run_study`) makes every arm, before notebook 05, as it makes any
 run: :func:`prepare_arm` copies the main run's curation files (same volumes, same split) into
 ``outputs/<run>/ablation/<arm>/`` and records the arm's parameters there (``params.json``), then the runner
 executes notebooks 02 → 03 → 04 on that folder (resumable and guarded like any run). Notebook 05 only
@@ -28,7 +28,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "clahe_only": {"use_clahe": True, "use_gamma": False, "hu_window": [], **_MINMAX},
     "gamma_only": {"use_clahe": False, "use_gamma": True, "hu_window": [], **_MINMAX},
     "hu_window": {"use_clahe": True, "use_gamma": True, "hu_window": [-200, 250], **_MINMAX},
-    # beyond the paper: nnU-Net's CT normalisation, statistics from the training split (liverlib.preprocess)
+    # beyond the paper: nnU-Net's CT normalisation, statistics from the training split (liverlib.data.preprocess)
     "ct_norm": {"use_clahe": False, "use_gamma": False, "hu_window": [], "normalization": "ct_norm"},
 }
 """Preprocessing of each arm; everything else is the main run's."""

@@ -1,6 +1,6 @@
 """Embedded synthetic LiTS-like CT data: phantoms that need no download (docs/study.md §1).
 
-Each case is an abdominal CT phantom built in the display convention of :mod:`liverlib.io` (slices
+Each case is an abdominal CT phantom built in the display convention of :mod:`liverlib.data.nifti` (slices
 inferior → superior, rows anterior → posterior, columns patient's right → left): body outline with
 subcutaneous fat, muscle wall and a cavity with visceral fat, spine and ribs, a contrast-enhanced liver
 (label 1) on the image's left, organs of liver-like intensity (spleen, kidneys, aorta, IVC), stomach and
@@ -11,7 +11,7 @@ in voxel order RAS, LPS or LAS (N mod 3), so loading exercises the reorientation
 cases the last three are built to fail curation (docs/study.md §1 rules 1–3): no tumor, tumor on 3 slices,
 and a mask that lacks the last slice.
 
-The anatomy is built in :mod:`liverlib.phantom_anatomy`; this module plans the cases and writes them to a
+The anatomy is built in :mod:`liverlib.data.phantom_anatomy`; this module plans the cases and writes them to a
 folder it owns (``phantom.json`` records every file's size and sha256, so a rerun never replaces or deletes
 a file it did not write).
 """
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from liverlib.files import atomic_write, remove_stale_temps
-from liverlib.io import save_nifti
+from liverlib.data.nifti import save_nifti
 from liverlib.labels import LABELS
 from liverlib.params import ParamError
-from liverlib.phantom_anatomy import (  # noqa: F401  (re-exported: the phantom's public API)
+from liverlib.data.phantom_anatomy import (  # noqa: F401  (re-exported: the phantom's public API)
     BURDENS,
     MIN_SIZE,
     MIN_SLICES,
@@ -136,7 +136,7 @@ def generate_phantom(
     """Write a synthetic LiTS folder: ``volume-N`` / ``segmentation-N`` NIfTI pairs and ``phantom.json``.
 
     Images are int16 HU, masks uint8 labels {0, 1, 2}; case N is stored in voxel order
-    ``ORIENTATIONS[N % 3]`` with a matching affine, so :func:`liverlib.io.load_case` returns every case with
+    ``ORIENTATIONS[N % 3]`` with a matching affine, so :func:`liverlib.data.nifti.load_case` returns every case with
     the liver on the image's left. ``phantom.json`` holds ``params``, ``complete``, ``files`` (size and sha256
     of every file written) and, per case: id, outcome (see :data:`OUTCOMES`), tumor_burden, n_slices, file
     names, orientation (e.g. ``"LPS"``), spacing (slice, row, col) in mm, image and mask shape (display

@@ -1,13 +1,13 @@
 """Evaluation (docs/study.md §7, paper §II.F, §III.D): per slice as the paper, per volume as LiTS.
 
 Per slice: the test split's curated slices at the model's resolution, metrics of
-:mod:`liverlib.metrics` with their empty-mask rules named; the same slices are scored once more
+:mod:`liverlib.evaluation.metrics` with their empty-mask rules named; the same slices are scored once more
 against the native-resolution masks (the nearest-neighbour resize can erase small tumors). Per
 volume: every slice of each test volume is predicted, probabilities are resized to the original
 in-plane size, and Dice, ASSD and HD95 (mm, the file's spacing) are computed LiTS-style (liver =
 label ≥ 1, tumor = label 2). Statistics: the paper's slice bootstrap and t-test (labelled as its
 method) beside a cluster bootstrap over test volumes, per-volume Dice intervals and a per-volume
-Wilcoxon signed-rank test (:mod:`liverlib.stats`).
+Wilcoxon signed-rank test (:mod:`liverlib.evaluation.stats`).
 """
 
 from __future__ import annotations
@@ -19,26 +19,32 @@ import numpy as np
 import pandas as pd
 
 from liverlib import paper
-from liverlib.checkpoint import (
+from liverlib.data.dataset import open_run_cache, split_index
+from liverlib.data.nifti import load_case, save_mask_like
+from liverlib.data.preprocess import PreprocessConfig
+from liverlib.errors import RunError
+from liverlib.evaluation.inference import predict_labels
+from liverlib.evaluation.metrics import confusion_matrix, per_slice_table, summarize_slices
+from liverlib.evaluation.per_volume import pooled_dice, volume_metrics
+from liverlib.evaluation.stats import (
+    MIN_VOLUMES,
+    bootstrap_ci,
+    cluster_bootstrap_ci,
+    paired_ttest,
+    wilcoxon_signed_rank,
+)
+from liverlib.files import atomic_write, write_json, write_table
+from liverlib.model.checkpoint import (
     check_normalization,
     check_not_trained_on,
     load_checkpoint,
     model_dir,
     model_from_checkpoint,
 )
-from liverlib.dataset import open_run_cache, split_index
-from liverlib.errors import RunError
-from liverlib.files import atomic_write, write_json, write_table
-from liverlib.inference import predict_labels
-from liverlib.io import load_case, save_mask_like
-from liverlib.metrics import confusion_matrix, per_slice_table, summarize_slices
 from liverlib.params import Params
-from liverlib.per_volume import pooled_dice, volume_metrics
-from liverlib.preprocess import PreprocessConfig
 from liverlib.progress import bar
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, provenance, resolve_device
-from liverlib.stats import MIN_VOLUMES, bootstrap_ci, cluster_bootstrap_ci, paired_ttest, wilcoxon_signed_rank
 
 VOLUME_RULES = {
     "dice": "nan: a volume whose prediction and ground truth are both empty for a class is left out of means",
@@ -55,7 +61,7 @@ def evaluate(
 
     Returns:
         dict with ``per_slice`` (DataFrame), ``per_volume`` (DataFrame), ``summary`` (dict, also written
-        as ``summary.json`` by :func:`liverlib.stages.run_evaluation`), ``confusion`` (3×3) and ``arrays``
+        as ``summary.json`` by :func:`liverlib.pipeline.stages.run_evaluation`), ``confusion`` (3×3) and ``arrays``
         (test slices' images, ground truth and predictions at the model's resolution, for figures).
     """
     model_name = model_name or p.model

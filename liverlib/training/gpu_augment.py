@@ -1,6 +1,6 @@
 """The paper's augmentation (paper §II.C; docs/study.md §3) in torch, on a whole batch, on the CPU or the GPU.
 
-:func:`liverlib.augment.build_augmentation` (albumentations 2.0.8, one sample at a time on the CPU) stays the
+:func:`liverlib.training.augment.build_augmentation` (albumentations 2.0.8, one sample at a time on the CPU) stays the
 paper path. This module draws the same transforms with the same parameter ranges and probabilities per sample
 from a ``torch.Generator`` and applies them to a batch at once, so a GPU-resident training set can be augmented
 where it lives (≈ 120–200 albumentations samples/s per CPU process cannot feed a GPU).
@@ -18,10 +18,10 @@ Order and ranges (albumentations 2.0.8 semantics, read from its source):
    zeros outside: background), where albumentations resamples after each; the distributions are the same.
 5. RandomBrightnessContrast ±0.2 (p 0.5): ``clip(x · (1 + U(±0.2)) + U(±0.2), 0, 1)`` (albumentations'
    ``multiply_add`` with ``brightness_by_max=True``).
-6. GaussNoise (p 0.3): std U(:data:`~liverlib.augment.NOISE_STD_RANGE`) of the [0, 1] range, clipped.
-7. GaussianBlur (p 0.2): σ U(:data:`~liverlib.augment.BLUR_SIGMA_RANGE`), kernel ``int(3.5σ)·2 + 1`` taps
+6. GaussNoise (p 0.3): std U(:data:`~liverlib.training.augment.NOISE_STD_RANGE`) of the [0, 1] range, clipped.
+7. GaussianBlur (p 0.2): σ U(:data:`~liverlib.training.augment.BLUR_SIGMA_RANGE`), kernel ``int(3.5σ)·2 + 1`` taps
    (PIL's rule, as albumentations), reflected border.
-8. CoarseDropout (p 0.3): :data:`~liverlib.augment.DROPOUT_HOLES` holes of ``int(side · fraction)`` px at
+8. CoarseDropout (p 0.3): :data:`~liverlib.training.augment.DROPOUT_HOLES` holes of ``int(side · fraction)`` px at
    uniform positions inside the image, image filled with 0, the mask keeps its labels.
 
 Random numbers come from the generator only (on the tensors' device); the same generator state and input
@@ -36,14 +36,14 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
-from liverlib.augment import BLUR_SIGMA_RANGE, DROPOUT_HOLE_FRACTION, DROPOUT_HOLES, NOISE_STD_RANGE
+from liverlib.training.augment import BLUR_SIGMA_RANGE, DROPOUT_HOLE_FRACTION, DROPOUT_HOLES, NOISE_STD_RANGE
 
 Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class TorchAugmentConfig:
-    """Probabilities and ranges of the transforms; defaults are :func:`liverlib.augment.build_augmentation`'s."""
+    """Probabilities and ranges of the transforms; defaults are :func:`liverlib.training.augment.build_augmentation`'s."""
 
     hflip_p: float = 0.5
     vflip_p: float = 0.3
@@ -226,7 +226,7 @@ def augment_batch(image: torch.Tensor, mask: torch.Tensor, g: torch.Generator,
         image: (B, 1, H, W) float images in [0, 1] (any float dtype).
         mask: (B, H, W) integer labels in {0, 1, 2} (``liverlib.labels.LABELS``).
         g: the random generator, on the same device as the tensors.
-        cfg: probabilities and ranges (default: the paper's, as :func:`liverlib.augment.build_augmentation`).
+        cfg: probabilities and ranges (default: the paper's, as :func:`liverlib.training.augment.build_augmentation`).
 
     Returns:
         (float32 (B, 1, H, W) in [0, 1], mask of the input's dtype (B, H, W) in {0, 1, 2}); new tensors.

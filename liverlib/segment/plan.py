@@ -1,5 +1,5 @@
 """Planning a ``segment`` run before any inference: which inputs, which outputs, and that every output can be
-written (folder mode, ``--skip-existing``, DICOM series, probabilities and report paths). See :mod:`liverlib.segment`.
+written (folder mode, ``--skip-existing``, DICOM series, probabilities and report paths). See :mod:`liverlib.segment.segment`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from liverlib.dicom import choose_series, series_ids
-from liverlib.io import CaseError, load_case
+from liverlib.data.dicom import choose_series, series_ids
+from liverlib.data.nifti import CaseError, load_case
 
 SUFFIX = "_seg.nii.gz"
 """Name ending of the masks written in folder mode: ``volume-3.nii`` → ``volume-3_seg.nii.gz``."""

@@ -1,6 +1,6 @@
 """Validation during training (docs/study.md §6, Figs. 6–7): the history's metrics, and DDP's shared BatchNorm buffers.
 
-``history.csv`` columns are defined in :data:`liverlib.training.HISTORY_COLUMNS`. Under torchrun, rank 0's
+``history.csv`` columns are defined in :data:`liverlib.training.loop.HISTORY_COLUMNS`. Under torchrun, rank 0's
 buffers are broadcast before validation (:func:`sync_buffers`) and every rank's counts are gathered, so the
 metrics are those of the saved model over the whole validation set.
 """
@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from liverlib.errors import RunError
-from liverlib.losses import CombinedLoss
-from liverlib.metrics import dice, iou, slice_stats
+from liverlib.evaluation.metrics import dice, iou, slice_stats
+from liverlib.training.losses import CombinedLoss
 
 
 def validation_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, float]:

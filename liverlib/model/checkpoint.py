@@ -16,7 +16,7 @@ import torch
 
 from liverlib.errors import RunError
 from liverlib.files import atomic_write, read_json
-from liverlib.model import build_model
+from liverlib.model.hybrid import build_model
 from liverlib.run import RunDir
 
 

@@ -1,4 +1,4 @@
-"""DICOM CT series in and out, through SimpleITK (GDCM), as liverlib :class:`~liverlib.io.Case` objects.
+"""DICOM CT series in and out, through SimpleITK (GDCM), as liverlib :class:`~liverlib.data.nifti.Case` objects.
 
 A folder holding one CT series is read with ``ImageSeriesReader`` (slices sorted by position, HU from the
 rescale slope and intercept). DICOM and ITK describe the patient in LPS; NIfTI and nibabel in RAS. A voxel
@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from liverlib.files import atomic_write
-from liverlib.io import (
+from liverlib.data.nifti import (
     LPS_TO_RAS,
     Case,
     CaseError,
@@ -66,7 +66,7 @@ def keeps_locale(fn: F) -> F:
 
 
 def _sitk():
-    """SimpleITK, imported on first use (:func:`liverlib.io.sitk_module`)."""
+    """SimpleITK, imported on first use (:func:`liverlib.data.nifti.sitk_module`)."""
     return sitk_module()
 
 
@@ -266,7 +266,7 @@ def read_series(folder: str | Path, series: str | None = None, *, resample: bool
 
 @keeps_locale
 def load_dicom_case(folder: str | Path, series: str | None = None, *, resample: bool = False) -> Case:
-    """A DICOM series as a :class:`~liverlib.io.Case` in the display convention (``volume_path`` = the folder).
+    """A DICOM series as a :class:`~liverlib.data.nifti.Case` in the display convention (``volume_path`` = the folder).
 
     Args:
         resample: resample an unevenly spaced series onto an even grid instead of refusing it (:func:`read_series`);

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liverlib.data.nifti import CaseError
 from liverlib.errors import RunError
-from liverlib.io import CaseError
 from liverlib.params import ParamError
 
 
@@ -43,7 +43,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, object]:
 
 
 def _study(a: argparse.Namespace) -> None:
-    from liverlib.study import run_study
+    from liverlib.pipeline.study import run_study
 
     overrides = _overrides(a.set)
     if a.data_dir is not None:
@@ -57,14 +57,14 @@ def _study(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from liverlib.params import load_profiles, resolve
-    from liverlib.training import train
+    from liverlib.training.loop import train
 
     p = resolve(**{**load_profiles(*a.f), **_overrides(a.set)})
     train(p, model_name=a.model)
 
 
 def _phantom(a: argparse.Namespace) -> None:
-    from liverlib.phantom import generate_phantom
+    from liverlib.data.phantom import generate_phantom
 
     paths = generate_phantom(a.out, n_cases=a.cases, size=a.size, n_slices=(a.min_slices, a.max_slices), seed=a.seed,
                              compress=a.gz)  # fmt: skip
@@ -72,7 +72,7 @@ def _phantom(a: argparse.Namespace) -> None:
 
 
 def _segment(a: argparse.Namespace) -> None:
-    from liverlib.segment import segment_cli
+    from liverlib.segment.segment import segment_cli
 
     segment_cli(a)
 

@@ -10,13 +10,13 @@ the labels (:data:`LABEL_SIDECAR`).
 
 Inputs: a ``.nii``/``.nii.gz`` file; a folder of them (folder mode: every ``*.nii``/``*.nii.gz`` directly in it
 → ``<output folder>/<name>_seg.nii.gz``, the checkpoint loaded once); or a folder holding one DICOM CT series
-(:mod:`liverlib.dicom`; ``series`` picks one of several) → one mask file on the series' grid.
+(:mod:`liverlib.data.dicom`; ``series`` picks one of several) → one mask file on the series' grid.
 
 Postprocessing (on by default): only the largest 26-connected liver component (label ≥ 1) is kept, so tumor
 survives only inside the kept liver; ``postprocess=False`` writes the raw argmax. Every output path is
 checked (exists? writable?) before any inference.
 
-Refusals (the CLI prints one line and exits 2): :class:`~liverlib.io.CaseError` for a missing, unreadable,
+Refusals (the CLI prints one line and exits 2): :class:`~liverlib.data.nifti.CaseError` for a missing, unreadable,
 corrupt or non-3D input, an ambiguous DICOM folder and a wrong kind of or unwritable output path;
 :class:`FileExistsError` for an existing output without ``overwrite``; :class:`~liverlib.run.RunError` for a
 missing or foreign checkpoint and bad options.
@@ -35,18 +35,18 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from liverlib.checkpoint import load_checkpoint, model_from_checkpoint
-from liverlib.dicom import load_dicom_case, save_mask_for_series
+from liverlib.data.dicom import load_dicom_case, save_mask_for_series
+from liverlib.data.nifti import Case, CaseError, from_display, load_case, save_mask_like
+from liverlib.data.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.errors import RunError
+from liverlib.evaluation.inference import PRECISIONS, autocast_dtype, predict_volume
+from liverlib.evaluation.per_volume import keep_largest_liver
 from liverlib.files import atomic_write, write_json
-from liverlib.inference import PRECISIONS, autocast_dtype, predict_volume
-from liverlib.io import Case, CaseError, from_display, load_case, save_mask_like
 from liverlib.labels import CLASS_NAMES, LABELS
+from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.params import PREPROCESS_KEYS
-from liverlib.per_volume import keep_largest_liver
-from liverlib.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.runtime import provenance, resolve_device
-from liverlib.segment_plan import (  # noqa: F401  (re-exported for callers of liverlib.segment)
+from liverlib.segment.plan import (  # noqa: F401  (re-exported for callers of liverlib.segment.segment)
     NIFTI_ENDINGS,
     PROB_SUFFIX,
     SUFFIX,
@@ -71,7 +71,7 @@ STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "postprocess", "writ
 
 def preprocess_config(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> PreprocessConfig:
     """The preprocessing a checkpoint was trained with (docs/study.md §2), from its ``config`` (and, for ``ct_norm``, the
-    training statistics it carries as ``normalization``: :func:`liverlib.checkpoint.attach_normalization`).
+    training statistics it carries as ``normalization``: :func:`liverlib.model.checkpoint.attach_normalization`).
 
     Raises:
         RunError: the config lacks a preprocessing key or holds an unknown one, its recorded ``preprocess_key``
@@ -136,8 +136,8 @@ class Segmentation:
 
 
 def read_input(path: str | Path, series: str | None = None, resample_dicom: bool = False) -> Case:
-    """A NIfTI file via :func:`~liverlib.io.load_case`, or a DICOM series folder via
-    :func:`~liverlib.dicom.load_dicom_case` (``resample_dicom``: resample an uneven series instead of refusing it)."""
+    """A NIfTI file via :func:`~liverlib.data.nifti.load_case`, or a DICOM series folder via
+    :func:`~liverlib.data.dicom.load_dicom_case` (``resample_dicom``: resample an uneven series instead of refusing it)."""
     path = Path(path)
     return load_dicom_case(path, series, resample=resample_dicom) if path.is_dir() else load_case(path)
 
@@ -154,8 +154,8 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         volume_path: a 3D NIfTI CT in Hounsfield units (any orientation), or a DICOM series folder.
         device: where the model runs.
         batch_size: slices per forward pass.
-        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.inference`); ``amp``: autocast on CUDA under ``auto``.
-        tta: average probabilities over slice flips (:data:`~liverlib.inference.TTA_FLIPS`).
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.evaluation.inference`); ``amp``: autocast on CUDA under ``auto``.
+        tta: average probabilities over slice flips (:data:`~liverlib.evaluation.inference.TTA_FLIPS`).
         postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
         keep_probabilities: also return the probabilities.
         series: the DICOM series UID to read from a folder holding several.
@@ -280,7 +280,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
         overwrite: replace existing outputs. ``skip_existing``: skip inputs whose mask exists (one line says so).
         postprocess: keep only the largest liver component, tumor only inside it (on by default).
         tta: flip test-time augmentation (4 forward passes per slice).
-        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.inference`). ``amp``: autocast on CUDA under ``auto``.
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.evaluation.inference`). ``amp``: autocast on CUDA under ``auto``.
         probabilities: ``.npz`` of float16 class probabilities per input (a folder in folder mode; see
             :func:`save_probabilities`).
         report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
@@ -288,7 +288,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
         progress: tqdm bars over batches. One line per volume is always printed.
         resample_dicom: resample an unevenly spaced DICOM series (a missing slice, a change of spacing) onto an
             even grid instead of refusing it; the printed line and the report say so
-            (:func:`liverlib.dicom.read_series`).
+            (:func:`liverlib.data.dicom.read_series`).
 
     Returns:
         One dict per written mask (see :func:`volume_summary`).

@@ -10,13 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from liverlib.curation import curate, resolve_data_dir, table3
+from liverlib.data.curation import curate, resolve_data_dir, table3
+from liverlib.data.nifti import load_case
+from liverlib.data.preprocess import PreprocessConfig, build_cache, preprocess_slice
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_table
-from liverlib.io import load_case
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
-from liverlib.preprocess import PreprocessConfig, build_cache, preprocess_slice
-from liverlib.report import FIGURES, TABLES
+from liverlib.report.report import FIGURES, TABLES
 from liverlib.run import RunDir, cache_root
 
 
@@ -54,7 +54,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
 def render_fig02(run: RunDir) -> Path:
     """Fig. 2 (CT, combined mask, liver, tumor) for the training slice with the most tumor (reads one NIfTI)."""
-    from liverlib import figures
+    from liverlib.report import figures
 
     row = example_slice(run)
     case = load_case(row.volume_path, row.mask_path)
@@ -65,8 +65,8 @@ def render_fig02(run: RunDir) -> Path:
 
 def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
     """Figs. 3–4 on the example slice; returns the stages and the liver−tumor contrast before/after."""
-    from liverlib import figures
     from liverlib.labels import LABELS
+    from liverlib.report import figures
 
     row = example_slice(run)
     case = load_case(row.volume_path, row.mask_path)
@@ -123,9 +123,9 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
 
 def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Tables 1, 2, 5, Figs. 6–7."""
-    from liverlib import report
-    from liverlib.model import HybridTransUNet, count_parameters
-    from liverlib.training import train
+    from liverlib.model.hybrid import HybridTransUNet, count_parameters
+    from liverlib.report import report
+    from liverlib.training.loop import train
 
     run = RunDir.from_params(p)
     counts = count_parameters(HybridTransUNet())
@@ -148,11 +148,11 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
 def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 04: test metrics → per_slice.csv, per_volume.csv, summary.json, Tables 6–7, Figs. 8–11."""
-    from liverlib import report
-    from liverlib.checkpoint import model_dir
-    from liverlib.evaluation import evaluate, write_outputs
-    from liverlib.tracking import log_evaluation
-    from liverlib.tracking import require as require_tracking
+    from liverlib.evaluation.evaluate import evaluate, write_outputs
+    from liverlib.model.checkpoint import model_dir
+    from liverlib.report import report
+    from liverlib.training.tracking import log_evaluation
+    from liverlib.training.tracking import require as require_tracking
 
     run = RunDir.from_params(p)
     run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
@@ -180,8 +180,8 @@ ABLATION_KEYS = ("ablation_arms", "ablation_epochs")
 
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 05: Table 4 and its bar chart from the arms' run folders ``ablation/<arm>/`` (made by the runner)."""
-    from liverlib import figures
-    from liverlib.ablation import table04 as _run
+    from liverlib.pipeline.ablation import table04 as _run
+    from liverlib.report import figures
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
@@ -196,7 +196,7 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 def run_figures(p: Params) -> dict[str, Any]:
     """Notebook 06: Table 8 and ``report.md`` from the run's files; every other table and figure has one writer,
     the stage that made its data (docs/architecture.md), and is read here, not redrawn."""
-    from liverlib import report
+    from liverlib.report import report
 
     run = RunDir.from_params(p)
     # a stage's record is its commit point (written after its outputs): read first, so the report never mixes in

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from liverlib.files import write_table
-from liverlib.io import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
+from liverlib.data.nifti import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
 from liverlib.labels import LABELS
 from liverlib.params import Params, digest, resolve_path
 from liverlib.progress import bar
@@ -50,7 +50,7 @@ def resolve_data_dir(data_dir: str | None) -> str | None:
     their resolved values are equal (the curation guard compares these, not the raw strings).
     """
     if data_dir == "auto":
-        from liverlib.io import find_kaggle_root
+        from liverlib.data.nifti import find_kaggle_root
 
         return None if find_kaggle_root() is not None else "phantom"
     if data_dir is None or data_dir == "phantom":
@@ -69,7 +69,7 @@ def prepare_data(p: Params) -> Path | None:
         return None
     if source != "phantom":
         return Path(source)
-    from liverlib.phantom import generate_phantom
+    from liverlib.data.phantom import generate_phantom
 
     key = digest({"n": p.phantom_cases, "size": p.phantom_size, "slices": p.phantom_slices, "seed": p.seed})
     out = resolve_path(p.output_root) / "data" / f"phantom-{key}"
@@ -124,7 +124,7 @@ def scan_volumes(cases: list[CasePaths], *, progress: bool = True, exclude_ids: 
     ``exclude_ids`` are not read at all (``problem`` = :data:`NOT_READ`).
 
     Args:
-        cases: from :func:`liverlib.io.find_cases`.
+        cases: from :func:`liverlib.data.nifti.find_cases`.
         progress: show a progress bar.
         exclude_ids: volume ids to skip before reading.
         strict: raise on the first bad file instead of rejecting the volume (``strict: true``).
@@ -311,7 +311,7 @@ def table3(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def curate(p: Params, *, progress: bool = True) -> dict[str, Any]:
-    """Run curation end to end (see :func:`liverlib.stages.run_curation`, which writes its outputs).
+    """Run curation end to end (see :func:`liverlib.pipeline.stages.run_curation`, which writes its outputs).
 
     Every volume is judged (:func:`scan_volumes`; ``strict: true`` stops at the first bad file instead). When
     no selection is possible, the judged table is written all the same (:func:`write_rejected_volumes`) and
