@@ -4,17 +4,9 @@ Public API (see README): :func:`find_cases`, :func:`load_case`, :func:`save_mask
 :func:`resolve_params` (notebook 01), :func:`stage_params` (notebooks 02–06), :class:`RunDir`, and the stage functions in :mod:`liverlib.pipeline.stages`.
 """
 
-from liverlib.data.nifti import (
-    Case,
-    CaseError,
-    CasePaths,
-    find_cases,
-    from_display,
-    load_case,
-    save_mask_like,
-    to_display,
-)
-from liverlib.errors import RunError
+from liverlib.data.geometry import from_display, to_display
+from liverlib.data.nifti import Case, CasePaths, find_cases, load_case, save_mask_like
+from liverlib.errors import CaseError, RunError
 from liverlib.labels import LABELS
 from liverlib.params import ParamError, Params, load_profiles, stage_params
 from liverlib.params import resolve as resolve_params

@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 LR_SCHEDULES = ("plateau", "onecycle")
-"""Values of ``lr_schedule`` (:class:`liverlib.training.loop.LrSchedule`)."""
+"""Values of ``lr_schedule`` (:class:`liverlib.training.schedule.LrSchedule`)."""
 
 TRACKING = ("off", "mlflow")
 """Values of ``tracking`` (:mod:`liverlib.training.tracking`)."""

@@ -79,6 +79,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch, ``seed * 1000 + epoch`` (docs/study.md §6): the shuffle, augmentation and dropout of
+    every epoch, so a run killed and rerun resumes to the same weights as an uninterrupted one."""
+    return seed * 1000 + epoch
+
+
 def provenance() -> dict[str, Any]:
     """Package versions, machine, CPU model, device with its CUDA runtime and driver, and git commit.
 

@@ -17,20 +17,18 @@ import torch
 
 import liverlib.data.preprocess as pre
 import liverlib.segment.segment as seg
+from liverlib.data import ct_stats
+from liverlib.data.cache import SliceCache, build_cache, cache_dir_for
+from liverlib.data.ct_stats import foreground_histogram, stats_from_histogram
 from liverlib.data.nifti import load_case
 from liverlib.data.preprocess import (
     STATS_FILE,
     CTStats,
     PreprocessConfig,
-    SliceCache,
-    build_cache,
-    cache_dir_for,
     ct_normalize,
-    foreground_histogram,
     preprocess_slice,
     preprocess_volume,
     resize_image,
-    stats_from_histogram,
 )
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json
@@ -175,7 +173,7 @@ def test_stats_are_stored_with_the_cache_and_not_recomputed(tmp_path, monkeypatc
     def boom(*a, **k):
         raise AssertionError("statistics recomputed although the cache holds them")
 
-    monkeypatch.setattr(pre, "training_ct_stats", boom)
+    monkeypatch.setattr(ct_stats, "training_ct_stats", boom)
     again = build_cache(volumes, CT, tmp_path / "cache", progress=False)
     assert again["normalization"] == first["normalization"] and again["volumes_reused"] == len(volumes)
     with pytest.raises(ValueError, match="not the training split's"):

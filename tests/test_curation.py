@@ -18,8 +18,8 @@ from liverlib.data.curation import (
     split_counts,
     split_volumes,
 )
-from liverlib.data.nifti import CaseError, find_cases
-from liverlib.errors import RunError
+from liverlib.data.nifti import find_cases
+from liverlib.errors import CaseError, RunError
 from liverlib.params import resolve
 
 

@@ -16,8 +16,8 @@ import torch
 
 import liverlib.segment.segment as seg
 from liverlib.data import dicom
-from liverlib.data.nifti import CaseError
 from liverlib.data.preprocess import PreprocessConfig
+from liverlib.errors import CaseError
 from liverlib.labels import LABELS
 from liverlib.pipeline.cli import main
 
@@ -164,7 +164,7 @@ def test_plain_itk_would_misplace_the_uneven_series(tmp_path):
     """The fault itself, documented: ITK's reader puts the 31 slices on one even grid of 2.13 mm."""
     import SimpleITK as sitk
 
-    from liverlib.data.nifti import itk_warnings_off
+    from liverlib.data.geometry import itk_warnings_off
 
     kept, _ = write(tmp_path / "uneven", drop=UNEVEN)
     reader = sitk.ImageSeriesReader()

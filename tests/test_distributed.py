@@ -49,14 +49,17 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     from liverlib.data.preprocess import PreprocessConfig
     from liverlib.model.checkpoint import model_from_checkpoint
     from liverlib.run import RunDir
-    from liverlib.training.loop import _loader, validate
+    from liverlib.training.loop import make_loader, validate
     from liverlib.training.losses import CombinedLoss
 
     run = RunDir.from_params(p)
     model = model_from_checkpoint(ckpt)
     ds = SliceDataset(split_index(run.manifest, "val"), open_run_cache(run.root, PreprocessConfig.from_params(p)))
     val = validate(
-        model, _loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")), CombinedLoss(), torch.device("cpu")
+        model,
+        make_loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")),
+        CombinedLoss(),
+        torch.device("cpu"),
     )
     for key in ("val_liver_dice", "val_tumor_dice", "val_tumor_dice_gtpos", "val_pixel_acc"):
         assert val[key] == pytest.approx(hist[key].iloc[-1], abs=1e-6), key

@@ -21,9 +21,10 @@ from liverlib.model.checkpoint import model_dir, save_checkpoint
 from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
 from liverlib.pipeline import stages
-from liverlib.report import report, tables
+from liverlib.report import document, report, tables
 from liverlib.run import RunDir
-from liverlib.training.loop import HISTORY_COLUMNS, train_config
+from liverlib.training.loop import train_config
+from liverlib.training.state import HISTORY_COLUMNS
 from tests.tiny import TINY_RUN, prepare
 
 TINY = {**TINY_RUN, "epochs": 3, "bootstrap_resamples": 50, "eval_batch_size": 8}
@@ -55,7 +56,7 @@ def background_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }))  # fmt: skip
     stages.run_evaluation(p, progress=False)
     report.render_training(run, p)
-    report.write_report(run, p)
+    document.write_report(run, p)
     return run.root
 
 
@@ -125,7 +126,7 @@ def test_report_settings_come_from_the_run_files(background_run: Path) -> None:
     before = (background_run / "report.md").read_text(encoding="utf-8")
     other = resolve(**{**TINY, "lr": 0.5, "batch_size": 2, "epochs": 99, "image_size": 64, "data_dir": "elsewhere"},
                     output_root=str(background_run.parent), run_name="bg")  # fmt: skip
-    report.write_report(run, other)
+    document.write_report(run, other)
     assert (background_run / "report.md").read_text(encoding="utf-8") == before
     assert "lr 0.001" in before and "batch 8" in before and "image size 32" in before
     assert "20,832,963 parameters (the model trained)" in before

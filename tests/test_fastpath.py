@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib.data.preprocess import SliceCache
+from liverlib.data.cache import SliceCache
 from liverlib.labels import LABELS
 from liverlib.training.device_batches import GpuBatches, fits_on_device, load_slices
 

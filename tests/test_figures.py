@@ -12,10 +12,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from liverlib.labels import CLASS_NAMES, LABELS
-from liverlib.report import figures
+from liverlib.report import case_figures, drawing, figures
 
 BG, LIVER, TUMOR = LABELS["background"], LABELS["liver"], LABELS["tumor"]
-YELLOW, BLUE = np.array(figures.FP_COLOUR), np.array(figures.FN_COLOUR)
+YELLOW, BLUE = np.array(drawing.FP_COLOUR), np.array(drawing.FN_COLOUR)
 
 
 def _case(seed: int = 0, size: int = 16, hu: bool = True, **extra) -> dict:
@@ -72,16 +72,16 @@ def _images(fig: Figure) -> list:
 
 def test_to_grey_windows_hu_and_keeps_unit_range():
     hu = np.array([[-1000.0, -200.0], [25.0, 3000.0]])
-    np.testing.assert_allclose(figures.to_grey(hu), [[0.0, 0.0], [0.5, 1.0]])
+    np.testing.assert_allclose(drawing.to_grey(hu), [[0.0, 0.0], [0.5, 1.0]])
     unit = np.array([[0.0, 0.25], [0.5, 1.0]])
-    np.testing.assert_allclose(figures.to_grey(unit), unit)
-    np.testing.assert_allclose(figures.to_grey(unit, hu=True), np.full((2, 2), 200 / 450) + unit / 450)
+    np.testing.assert_allclose(drawing.to_grey(unit), unit)
+    np.testing.assert_allclose(drawing.to_grey(unit, hu=True), np.full((2, 2), 200 / 450) + unit / 450)
 
 
 def test_overlay_rgb_blends_class_colours_exactly():
     image = np.full((1, 3), 0.5)
     mask = np.array([[BG, LIVER, TUMOR]], np.uint8)
-    rgb = figures.overlay_rgb(image, mask, alpha=0.4)
+    rgb = drawing.overlay_rgb(image, mask, alpha=0.4)
     expected = [[[0.5, 0.5, 0.5], [0.3, 0.7, 0.3], [0.7, 0.3, 0.3]]]
     np.testing.assert_allclose(rgb, expected)
 
@@ -92,14 +92,14 @@ def test_error_map_rgb_marks_false_positives_yellow_and_false_negatives_blue():
     # pixel 0: predicted liver on background -> FP; 1: missed liver -> FN; 2: GT liver predicted tumor -> tumor FP;
     # 3: GT tumor predicted liver -> missed tumor (FN); 4, 5: correct.
     expected = np.array([[YELLOW, BLUE, YELLOW, BLUE, [0, 0, 0], [0, 0, 0]]], dtype=float)
-    np.testing.assert_array_equal(figures.error_map_rgb(gt, pred), expected)
+    np.testing.assert_array_equal(drawing.error_map_rgb(gt, pred), expected)
 
 
 def test_error_map_rgb_dims_the_ct_under_correct_pixels():
     gt = np.array([[LIVER, LIVER], [BG, BG]], np.uint8)
     pred = np.array([[LIVER, BG], [LIVER, BG]], np.uint8)
     image = np.array([[1.0, 1.0], [0.5, 0.5]])
-    rgb = figures.error_map_rgb(gt, pred, image=image, dim=0.4)
+    rgb = drawing.error_map_rgb(gt, pred, image=image, dim=0.4)
     np.testing.assert_allclose(rgb[0, 0], [0.4] * 3)
     np.testing.assert_allclose(rgb[1, 1], [0.2] * 3)
     np.testing.assert_array_equal(rgb[0, 1], BLUE)
@@ -109,9 +109,9 @@ def test_error_map_rgb_dims_the_ct_under_correct_pixels():
 def test_masks_are_validated():
     gt = np.zeros((2, 2), np.uint8)
     with pytest.raises(ValueError, match="shape"):
-        figures.error_map_rgb(gt, np.zeros((2, 3), np.uint8))
+        drawing.error_map_rgb(gt, np.zeros((2, 3), np.uint8))
     with pytest.raises(ValueError, match="values"):
-        figures.error_map_rgb(gt, np.full((2, 2), 7, np.uint8))
+        drawing.error_map_rgb(gt, np.full((2, 2), 7, np.uint8))
 
 
 # --- figures -----------------------------------------------------------------------------------------------
@@ -128,10 +128,10 @@ def test_fig02_has_four_image_panels():
 
 def test_overlay_draws_on_given_axes_or_new_figure():
     case = _case()
-    ax = figures.overlay(case["image"], case["gt"])
+    ax = drawing.overlay(case["image"], case["gt"])
     assert isinstance(ax.figure, Figure) and len(ax.images) == 1
     fig = figures.fig02_case_overview(case["image"], case["gt"])
-    assert figures.overlay(case["image"], case["gt"], ax=fig.axes[0]) is fig.axes[0]
+    assert drawing.overlay(case["image"], case["gt"], ax=fig.axes[0]) is fig.axes[0]
 
 
 def test_fig03_one_panel_per_stage_in_order():
@@ -244,7 +244,7 @@ def test_fig07_dice_and_iou_panels():
 
 def test_fig08_counts_and_row_normalised_heatmaps():
     cm = np.array([[900, 50, 0], [10, 80, 10], [0, 0, 0]])
-    fig = figures.fig08_confusion_matrix(cm)
+    fig = case_figures.fig08_confusion_matrix(cm)
     heatmaps = [ax for ax in fig.axes if ax.collections and ax.get_xlabel() == "prediction"]
     assert len(heatmaps) == 2
     for ax in heatmaps:
@@ -254,36 +254,36 @@ def test_fig08_counts_and_row_normalised_heatmaps():
     np.testing.assert_allclose(normed[:2].sum(axis=1), 1.0)
     np.testing.assert_allclose(normed[2], 0.0)  # empty row: zeros, not NaN
     with pytest.raises(ValueError):
-        figures.fig08_confusion_matrix(np.ones((2, 2)))
+        case_figures.fig08_confusion_matrix(np.ones((2, 2)))
 
 
 def test_fig09_five_panels_per_case_with_dice_titles():
     cases = [_case(i, title=f"case {i}", liver_dice=0.9 + i / 100, tumor_dice=0.5) for i in range(3)]
-    fig = figures.fig09_cases(cases)
+    fig = case_figures.fig09_cases(cases)
     assert len(fig.axes) == 15
     assert fig.axes[3].get_title() == "pred liver (Dice 0.900)"
     assert fig.axes[4].get_title() == "pred tumor (Dice 0.500)"
     assert fig.axes[5].get_ylabel() == "case 1"
-    assert figures.fig09_cases([_case()]).axes[3].get_title() == "pred liver"
+    assert case_figures.fig09_cases([_case()]).axes[3].get_title() == "pred liver"
 
 
 def test_fig10_gt_row_above_prediction_row():
     cases = [_case(i, hu=bool(i % 2)) for i in range(6)]
-    fig = figures.fig10_overlays(cases)
+    fig = case_figures.fig10_overlays(cases)
     assert len(fig.axes) == 12
     top, bottom = fig.axes[0].images[0].get_array(), fig.axes[6].images[0].get_array()
-    np.testing.assert_allclose(top, figures.overlay_rgb(cases[0]["image"], cases[0]["gt"]))
-    np.testing.assert_allclose(bottom, figures.overlay_rgb(cases[0]["image"], cases[0]["pred"]))
+    np.testing.assert_allclose(top, drawing.overlay_rgb(cases[0]["image"], cases[0]["gt"]))
+    np.testing.assert_allclose(bottom, drawing.overlay_rgb(cases[0]["image"], cases[0]["pred"]))
     with pytest.raises(ValueError):
-        figures.fig10_overlays([])
+        case_figures.fig10_overlays([])
 
 
 def test_fig11_error_map_panel_and_legend():
-    cases = [_case(i, title=s) for i, s in enumerate(figures.STRATA)]
-    fig = figures.fig11_error_maps(cases)
+    cases = [_case(i, title=s) for i, s in enumerate(case_figures.STRATA)]
+    fig = case_figures.fig11_error_maps(cases)
     assert len(fig.axes) == 12
     shown = fig.axes[3].images[0].get_array()
-    expected = figures.error_map_rgb(cases[0]["gt"], cases[0]["pred"], image=cases[0]["image"])
+    expected = drawing.error_map_rgb(cases[0]["gt"], cases[0]["pred"], image=cases[0]["image"])
     np.testing.assert_allclose(shown, expected)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["liver", "tumor", "false positive", "false negative"]
@@ -331,7 +331,7 @@ def test_fig_ablation_labels_zero_and_undefined_bars_and_takes_any_number_of_arm
 
 def test_save_figure_writes_png_atomically(tmp_path):
     fig = figures.fig02_case_overview(_case()["image"], _case()["gt"])
-    path = figures.save_figure(fig, tmp_path / "new" / "fig02_case_overview.png", dpi=50)
+    path = drawing.save_figure(fig, tmp_path / "new" / "fig02_case_overview.png", dpi=50)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["fig02_case_overview.png"]
 
@@ -339,7 +339,7 @@ def test_save_figure_writes_png_atomically(tmp_path):
 def test_save_figure_leaves_no_temp_file_on_failure(tmp_path):
     fig = figures.fig03_pipeline({"a": np.zeros((4, 4))})
     with pytest.raises(ValueError):
-        figures.save_figure(fig, tmp_path / "fig03.notaformat")
+        drawing.save_figure(fig, tmp_path / "fig03.notaformat")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -355,31 +355,31 @@ def per_slice() -> pd.DataFrame:
 
 
 def test_select_cases_largest(per_slice):
-    chosen = figures.select_cases(per_slice, 3)
+    chosen = case_figures.select_cases(per_slice, 3)
     assert list(chosen.index[:2]) == ["s3", "s17"]
     assert chosen["tumor_gt_px"].tolist() == sorted(per_slice["tumor_gt_px"], reverse=True)[:3]
-    assert len(figures.select_cases(per_slice, 100)) == 30
+    assert len(case_figures.select_cases(per_slice, 100)) == 30
 
 
 def test_select_cases_spread_covers_the_range(per_slice):
-    chosen = figures.select_cases(per_slice, 5, strategy="spread")
+    chosen = case_figures.select_cases(per_slice, 5, strategy="spread")
     values = chosen["tumor_gt_px"].tolist()
     assert len(chosen) == 5 and chosen.index.is_unique
     assert values == sorted(values)
     assert values[0] == per_slice["tumor_gt_px"].min() and values[-1] == per_slice["tumor_gt_px"].max()
-    pd.testing.assert_frame_equal(chosen, figures.select_cases(per_slice, 5, strategy="spread"))
+    pd.testing.assert_frame_equal(chosen, case_figures.select_cases(per_slice, 5, strategy="spread"))
     with pytest.raises(ValueError):
-        figures.select_cases(per_slice, 5, strategy="random")
+        case_figures.select_cases(per_slice, 5, strategy="random")
 
 
 def test_stratify_errors_one_row_per_tertile():
     df = pd.DataFrame({"error_px": [50, 10, 90, 30, 70, 20, 80, 40, 60]})  # tertiles 10-30, 40-60, 70-90
-    chosen = figures.stratify_errors(df)
+    chosen = case_figures.stratify_errors(df)
     assert chosen["stratum"].tolist() == ["small", "medium", "large"]
     assert chosen["error_px"].tolist() == [20, 50, 80]
-    two = figures.stratify_errors(df, n_per_stratum=2)
+    two = case_figures.stratify_errors(df, n_per_stratum=2)
     assert two["stratum"].value_counts().to_dict() == {"small": 2, "medium": 2, "large": 2}
     assert two.groupby("stratum")["error_px"].max()["small"] < two.groupby("stratum")["error_px"].min()["medium"]
-    pd.testing.assert_frame_equal(two, figures.stratify_errors(df, n_per_stratum=2))
+    pd.testing.assert_frame_equal(two, case_figures.stratify_errors(df, n_per_stratum=2))
     with pytest.raises(ValueError):
-        figures.stratify_errors(df.head(2))
+        case_figures.stratify_errors(df.head(2))

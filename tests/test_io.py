@@ -12,7 +12,10 @@ from conftest import ORIENTED, WORLD_SPACING, file_order, hand_affine, tiny_pair
 
 import liverlib.data.nifti as lio
 from liverlib import files
-from liverlib.data.nifti import CaseError, check_pair, find_cases, from_display, load_case, save_mask_like, to_display
+from liverlib.data import geometry
+from liverlib.data.geometry import from_display, to_display
+from liverlib.data.nifti import check_pair, find_cases, load_case, save_mask_like
+from liverlib.errors import CaseError
 from liverlib.labels import LABELS
 
 # --- orientation ---------------------------------------------------------------------------------
@@ -521,7 +524,7 @@ def test_an_image_and_mask_whose_qform_alone_differs_are_refused(tmp_path):
 @pytest.mark.parametrize(("scode", "qcode", "reader"), [(1, 1, "sform"), (2, 1, "qform"), (0, 1, "qform"),
                                                           (2, 0, "sform"), (4, 2, "qform")])  # fmt: skip
 def test_itk_affine_is_the_form_itk_chooses(tmp_path, scode, qcode, reader):
-    """The rule :func:`liverlib.data.nifti.itk_affine` reads from ITK itself (SimpleITK 2.5): the sform when sform_code is 1
+    """The rule :func:`liverlib.data.geometry.itk_affine` reads from ITK itself (SimpleITK 2.5): the sform when sform_code is 1
     or the qform is unset, else the qform; nibabel's ``img.affine`` is the sform whenever sform_code > 0."""
     q = GEOMETRY.copy()
     q[:3, 3] = [5.0, 6.0, 7.0]
@@ -530,7 +533,7 @@ def test_itk_affine_is_the_form_itk_chooses(tmp_path, scode, qcode, reader):
     img.set_qform(q, code=qcode)
     img.set_sform(GEOMETRY, code=scode)
     nib.save(img, str(path))
-    assert np.allclose(lio.itk_affine(path), q if reader == "qform" else GEOMETRY, atol=1e-4)
+    assert np.allclose(geometry.itk_affine(path), q if reader == "qform" else GEOMETRY, atol=1e-4)
 
 
 def test_the_shared_real_ct_and_its_labels_pass_every_geometry_check():

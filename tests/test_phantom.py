@@ -9,8 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from liverlib.data.nifti import CaseError, check_pair, find_cases, from_display, load_case
-from liverlib.data.phantom import BURDENS, ORIENTATIONS, _file_array, generate_phantom, make_case, phantom_affine
+from liverlib.data.geometry import from_display
+from liverlib.data.nifti import check_pair, find_cases, load_case
+from liverlib.data.phantom import BURDENS, ORIENTATIONS, file_array, generate_phantom, make_case, phantom_affine
+from liverlib.errors import CaseError
 from liverlib.labels import LABELS
 
 LIVER, TUMOR = LABELS["liver"], LABELS["tumor"]
@@ -64,7 +66,7 @@ def test_phantom_affine_has_the_requested_axis_codes(codes):
     assert nib.aff2axcodes(aff) == codes
     assert sorted(np.round(nib.affines.voxel_sizes(aff), 3)) == [0.7, 0.7, 2.5]
     data = np.arange(40 * 64 * 64, dtype=np.int16).reshape(40, 64, 64)
-    assert np.array_equal(_file_array(data, aff), from_display(data, aff))  # the fast writer's voxel order
+    assert np.array_equal(file_array(data, aff), from_display(data, aff))  # the fast writer's voxel order
 
 
 def test_smoke_files_intensities_and_labels(smoke):

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from liverlib.data.cache import SliceCache, build_cache
 from liverlib.data.nifti import find_cases, load_case
 from liverlib.data.preprocess import (
     PreprocessConfig,
-    SliceCache,
-    build_cache,
     clahe,
     normalize,
     preprocess_slice,
@@ -308,7 +307,7 @@ def test_cache_records_each_volume_and_verifies_cheaply(phantom_volumes, tmp_pat
     files match it, and checks the values (and writes the record) when they do not or it is missing."""
     import json
 
-    from liverlib.data.preprocess import verify_volume
+    from liverlib.data.cache import verify_volume
 
     cfg = PreprocessConfig(image_size=16)
     root = Path(build_cache(phantom_volumes, cfg, tmp_path, progress=False)["cache_dir"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from liverlib.data.preprocess import SliceCache
+from liverlib.data.cache import SliceCache
 from liverlib.errors import RunError
 from liverlib.files import read_json
 from liverlib.params import resolve

@@ -17,10 +17,11 @@ from scipy import ndimage
 
 import liverlib.segment.segment as seg
 from liverlib.data.dicom import series_ids, write_series
-from liverlib.data.nifti import CaseError, from_display, load_case, to_display
+from liverlib.data.geometry import from_display, to_display
+from liverlib.data.nifti import load_case
 from liverlib.data.phantom import make_case, phantom_affine
 from liverlib.data.preprocess import PreprocessConfig
-from liverlib.errors import RunError
+from liverlib.errors import CaseError, RunError
 from liverlib.evaluation.inference import autocast_dtype, predict_volume
 from liverlib.labels import LABELS
 from liverlib.model.hybrid import build_model

@@ -96,7 +96,7 @@ def test_table08_puts_per_slice_beside_per_slice_and_names_the_level(tmp_path: P
 
 
 def test_report_headline_and_table06_pair_the_same_rows_with_the_same_paper_values() -> None:
-    from liverlib.report.report import headline_table
+    from liverlib.report.document import headline_table
 
     t6 = tables.table06_test(_summary(0.9, 0.6, 0.3))
     lines = headline_table(t6)[2:]
@@ -122,7 +122,7 @@ def test_report_says_when_the_tumor_score_is_all_empty_slice_credit() -> None:
 
 
 def test_report_links_the_executed_notebooks_that_exist(tmp_path: Path) -> None:
-    from liverlib.report.report import notebook_links
+    from liverlib.report.document import notebook_links
     from liverlib.run import RunDir
 
     assert notebook_links(RunDir(tmp_path)) == []

@@ -60,7 +60,7 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
     from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
     from liverlib.data.preprocess import PreprocessConfig
     from liverlib.run import RunDir
-    from liverlib.training.loop import _loader
+    from liverlib.training.loop import make_loader
     from liverlib.training.validation import recompute_bn_stats
 
     p = _params(prepared, "full")
@@ -70,7 +70,7 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
     ds = SliceDataset(
         split_index(run.manifest, "train"), open_run_cache(run.root, PreprocessConfig.from_params(p)), None
     )
-    recompute_bn_stats(model, _loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
+    recompute_bn_stats(model, make_loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
                        channels_last=True)  # fmt: skip
     again = model.state_dict()
     for k, v in saved["model"].items():
@@ -220,11 +220,11 @@ def test_training_loader_drops_a_last_batch_of_one_slice() -> None:
     channel"); the training loader drops such a batch, validation keeps every slice."""
     from torch.utils.data import TensorDataset
 
-    from liverlib.training.loop import _loader
+    from liverlib.training.loop import make_loader
 
     p = resolve(batch_size=8, num_workers=0)
     cpu = torch.device("cpu")
     for n, train_batches in ((9, 1), (10, 2), (8, 1), (1, 1)):
         ds = TensorDataset(torch.zeros(n, 1))
-        assert len(_loader(ds, p, shuffle=True, epoch=1, device=cpu)) == train_batches
-        assert len(_loader(ds, p, shuffle=False, epoch=1, device=cpu)) == -(-n // 8)
+        assert len(make_loader(ds, p, shuffle=True, epoch=1, device=cpu)) == train_batches
+        assert len(make_loader(ds, p, shuffle=False, epoch=1, device=cpu)) == -(-n // 8)

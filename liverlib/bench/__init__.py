@@ -15,7 +15,7 @@
 
 Timing helpers are in :mod:`.timing`, the profile in :mod:`.profile`, the table in :mod:`.summary`, the
 Markdown in :mod:`.report`, the command in :mod:`.runner`. A training step is
-:func:`liverlib.training.loop.train_step`. Nothing here is a test: numbers depend on the machine and its load.
+:func:`liverlib.training.step.train_step`. Nothing here is a test: numbers depend on the machine and its load.
 """
 
 from liverlib.bench.report import render_report

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from liverlib.bench.timing import PAPER_SIZE, Reps, _sync
+from liverlib.bench.timing import PAPER_SIZE, Reps, sync_device
 from liverlib.data.dataset import seed_worker
 from liverlib.model.hybrid import build_model
 from liverlib.runtime import amp_settings
@@ -60,11 +60,12 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
         dict of seconds and rates (see the keys), ``big_volume`` (the big case's path), ``big_cache`` and
         ``big_index`` (its cached slices, for the end-to-end training rates).
     """
+    from liverlib.data.cache import SliceCache, build_cache
     from liverlib.data.curation import curate
     from liverlib.data.dataset import SliceDataset
     from liverlib.data.nifti import find_cases, load_case
     from liverlib.data.phantom import generate_phantom
-    from liverlib.data.preprocess import PreprocessConfig, SliceCache, build_cache, preprocess_slice, resize_mask
+    from liverlib.data.preprocess import PreprocessConfig, preprocess_slice, resize_mask
     from liverlib.training.augment import build_augmentation
 
     p = _smoke_params(workdir, workdir / "smoke", **(smoke or {}))
@@ -168,10 +169,10 @@ def measure_volume_inference(image: np.ndarray, *, image_size: int = PAPER_SIZE,
     labels = {}
     for key, amp in (("fp32_s", False), ("amp_s", True)) if use else (("fp32_s", False),):
         run(image[: min(n, batch_size)], amp)  # warm-up: kernels and allocator at these shapes
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         labels[key] = run(image, amp)
-        _sync(device)
+        sync_device(device)
         res[key] = time.perf_counter() - t
     if use:
         res["agreement"] = float((labels["fp32_s"] == labels["amp_s"]).mean())

@@ -3,7 +3,7 @@
 The **paper path** is the study's default loop: a CPU ``DataLoader`` over :class:`liverlib.data.dataset.SliceDataset`
 with the albumentations pipeline, fp32, NCHW, explicit attention. The **fast path** holds the split on the
 device (:class:`liverlib.training.device_batches.GpuBatches`), augments there (:mod:`liverlib.training.gpu_augment`) and trains with
-fused SDPA, channels_last and autocast where it pays. Both call :func:`liverlib.training.loop.train_step`.
+fused SDPA, channels_last and autocast where it pays. Both call :func:`liverlib.training.step.train_step`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from liverlib import paper
 from liverlib.bench.models import build_paths
-from liverlib.bench.timing import Reps, _sync
-from liverlib.data.preprocess import SliceCache
-from liverlib.training.loop import train_step
+from liverlib.bench.timing import Reps, sync_device
+from liverlib.data.cache import SliceCache
+from liverlib.runtime import epoch_seed
 from liverlib.training.losses import CombinedLoss
+from liverlib.training.step import train_step
 
-PAPER_EPOCH = {"train": 1350, "val": 168, "epochs": 100}
+PAPER_EPOCH = {"train": paper.SPLITS["train"][1], "val": paper.SPLITS["val"][1], "epochs": paper.SETTINGS["epochs"]}
 """The paper's run: 1,350 training and 168 validation slices per epoch, 100 epochs (docs/study.md §6; 4.02 h on a T4)."""
 
 
@@ -39,13 +41,13 @@ def _timed_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: It
     """Slices/s of ``n`` steps fed by ``batches`` (after one untimed step), data waiting included."""
     x, y = next(batches)
     step(x, y)
-    _sync(device)
+    sync_device(device)
     seen, t0 = 0, time.perf_counter()
     for _ in range(n):
         x, y = next(batches)
         step(x, y)
         seen += len(x)
-    _sync(device)
+    sync_device(device)
     return seen / (time.perf_counter() - t0)
 
 
@@ -57,7 +59,7 @@ def paper_loader(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, wor
 
     ds = SliceDataset(index, cache, build_augmentation(seed=seed))
     return lambda epoch: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                    generator=torch.Generator().manual_seed(seed * 1000 + epoch),
+                                    generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
                                     pin_memory=device.type == "cuda", worker_init_fn=seed_worker if workers else None)  # fmt: skip
 
 
@@ -99,7 +101,7 @@ def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, siz
         if fast:
             t = time.perf_counter()
             feed = GpuBatches(cache, index, batch_size=batch_size, device=device, seed=seed, augment=True)
-            _sync(device)
+            sync_device(device)
             row |= {"load_s": time.perf_counter() - t, "resident": feed.resident, "workers": 0}
             make = feed.epoch
         else:
@@ -119,11 +121,11 @@ def feeder_rate(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, devi
     feed = GpuBatches(cache, index, batch_size=batch_size, device=device, seed=0, augment=True)
     it = _batches(feed.epoch)
     next(it)
-    _sync(device)
+    sync_device(device)
     seen, t0 = 0, time.perf_counter()
     for _ in range(batches):
         seen += len(next(it)[0])
-    _sync(device)
+    sync_device(device)
     return seen / (time.perf_counter() - t0)
 
 

@@ -16,8 +16,8 @@ from liverlib.bench.timing import PeakMemory, Reps, count_flops, time_interleave
 from liverlib.labels import NUM_CLASSES
 from liverlib.model.hybrid import build_model
 from liverlib.runtime import amp_settings
-from liverlib.training.loop import train_step
 from liverlib.training.losses import CombinedLoss
+from liverlib.training.step import train_step
 
 PATH_NAMES = ("naive", "fast fp32", "fast", "fast, compiled", "fast, big batch")
 """Model-step paths: ``naive`` is the paper's (fp32, NCHW, explicit attention, no_grad); ``fast`` adds fused SDPA,
@@ -43,7 +43,7 @@ class _Path:
 
 def _build_path(name: str, size: int, batch_size: int, device: torch.device, fast: bool,
                 amp_dtype: torch.dtype | None, compiled: bool = False) -> _Path:  # fmt: skip
-    """A path of :data:`PATH_NAMES` with the training loop's own step (:func:`liverlib.training.loop.train_step`:
+    """A path of :data:`PATH_NAMES` with the training loop's own step (:func:`liverlib.training.step.train_step`:
     CombinedLoss, grad clip 1.0, AdamW); every path starts from the same weights and the same batch."""
     torch.manual_seed(0)
     fmt = torch.channels_last if fast else torch.contiguous_format

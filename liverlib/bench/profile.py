@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from liverlib.bench.timing import _sync
+from liverlib.bench.timing import sync_device
 
 
 def _op_category(name: str) -> str:
@@ -40,7 +40,7 @@ def profile_step(step: Callable[[], Any], device: torch.device, top: int = 8) ->
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         step()
-        _sync(device)
+        sync_device(device)
     cuda = device.type == "cuda"
     rows = []
     for e in prof.events():

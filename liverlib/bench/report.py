@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from liverlib.bench.summary import _fmt, format_table
+from liverlib.bench.summary import format_table, format_value
 from liverlib.bench.timing import PAPER_SIZE
 
 
@@ -48,10 +48,10 @@ def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: 
              format_table(df[list(cols)].rename(columns=cols)), "",
              "FLOPs: PyTorch's `FlopCounterMode` on the meta device, batch 1, naive attention (the fused kernel does the "
              "same arithmetic); training = forward + backward. Achieved GFLOP/s = FLOPs per slice × slices/s. "
-             "This machine's matmul rate: " + ", ".join(f"{k} {_fmt(v)} GFLOP/s" for k, v in matmul.items())
+             "This machine's matmul rate: " + ", ".join(f"{k} {format_value(v)} GFLOP/s" for k, v in matmul.items())
              + f" ({'8192' if device.type == 'cuda' else '2048'}² matmul"
              + ("; bf16 at 256² where the CPU has no native bf16" if device.type == "cpu" else "") + "). "
-             + (f"Train % of ceiling: of the card's dense peak, {_fmt(peak)} GFLOP/s (table)." if peak else
+             + (f"Train % of ceiling: of the card's dense peak, {format_value(peak)} GFLOP/s (table)." if peak else
                 "Train % of ceiling: of the matmul rate in the path's precision."), "",
              f"Peak memory: {peak_text}.", "",
              "Accuracy: every path starts from the same weights and trains on the same fixed batch; the loss after the "
@@ -111,12 +111,12 @@ def _section_e2e(summary: pd.DataFrame, e2e: pd.DataFrame, data: dict[str, Any] 
     rows = summary[summary.group == "e2e"][["measure", "unit", "naive / reference", "fast / measured", "ratio",
                                             "target", "met"]]  # fmt: skip
     feeder = (
-        f" The feeder alone delivers {_fmt(data['feeder_s'])} augmented slices/s."
+        f" The feeder alone delivers {format_value(data['feeder_s'])} augmented slices/s."
         if data and data.get("feeder_s")
         else ""
     )
     return ["## 2. Training end to end", "",
-            "Cache → augmentation → training step (`liverlib.training.loop.train_step`) on the big phantom case's cached "
+            "Cache → augmentation → training step (`liverlib.training.step.train_step`) on the big phantom case's cached "
             "slices. **naive** = the paper path: a CPU `DataLoader` over `SliceDataset` with the albumentations "
             "pipeline, fp32, NCHW. **fast**: the split resident on the device (`liverlib.training.device_batches.GpuBatches`, float16 "
             "images, uint8 masks), the paper's transforms in torch on the batch (`liverlib.training.gpu_augment`), fused "
@@ -132,9 +132,11 @@ def _section_targets(summary: pd.DataFrame) -> tuple[list[str], bool]:
         got = r.ratio if "×" in r.target else r[5]
         need = float(re.search(r"[\d,.]+", r.target).group().replace(",", ""))
         short = (
-            "" if r.met != "MISSED" else f"reaches {100 * got / need:.0f} % of the target ({_fmt(got)} vs {_fmt(need)})"
+            ""
+            if r.met != "MISSED"
+            else f"reaches {100 * got / need:.0f} % of the target ({format_value(got)} vs {format_value(need)})"
         )
-        rows.append({"target": f"{r.group}: {r.measure}", "required": r.target, "measured": _fmt(got) + ("×" if "×" in r.target else ""),
+        rows.append({"target": f"{r.group}: {r.measure}", "required": r.target, "measured": format_value(got) + ("×" if "×" in r.target else ""),
                      "met": r.met, "shortfall": short})  # fmt: skip
     missed = any(r["met"] == "MISSED" for r in rows)
     return [
@@ -151,7 +153,7 @@ def _section_profile(prof: dict[str, Any], size: int, missed: bool) -> list[str]
     lines = ["## Where the time goes", "",
              ("At least one target is missed. " if missed else "")
              + f"`torch.profiler` on one warm fast-path training step of the paper model at {size}² "
-             f"({_fmt(prof['total_ms'])} ms of self {clock} time, profiler overhead included). Top ops by self {clock} "
+             f"({format_value(prof['total_ms'])} ms of self {clock} time, profiler overhead included). Top ops by self {clock} "
              "time (phase: forward incl. loss, backward, or optimizer):", "",
              format_table(prof["ops"]), "", f"Self {clock} time by phase: {pct(prof['phases'])}.", "",
              f"By kind of op: {pct(prof['kinds'])}.", ""]  # fmt: skip
@@ -174,7 +176,7 @@ def _explain_misses(result: dict[str, Any]) -> list[str]:
             att = kinds.get("attention softmax/dropout", 0.0)
             ceiling = result["matmul"].get(hy.precision)
             rate = f" ({100 * hy.train_gflops / ceiling:.0f} % of the {hy.precision} matmul rate)" if ceiling else ""
-            line = (f"**{r.measure}** ({r.target}): the fast step runs at {_fmt(hy.train_gflops)} GFLOP/s{rate}. In its profile "
+            line = (f"**{r.measure}** ({r.target}): the fast step runs at {format_value(hy.train_gflops)} GFLOP/s{rate}. In its profile "
                     f"convolutions take {kinds.get('convolution', 0.0):.0f} % of the time and matmuls "
                     f"{kinds.get('matmul (linear, attention products)', 0.0):.0f} %; attention softmax/dropout "
                     f"{att:.0f} %, and the attention products are {100 * hy.flop_share_attention:.0f} % of the forward "
@@ -184,14 +186,14 @@ def _explain_misses(result: dict[str, Any]) -> list[str]:
                 line += " Fused attention is not in play during CPU training (math fallback, above)."
             out.append(line)
         elif r.group == "volume" and vol:
-            out.append(f"**Volume inference** ({r.target}): {vol['amp_precision']} {_fmt(vol['amp_s'])} s vs fp32 "
-                       f"{_fmt(vol['fp32_s'])} s, labels agreeing on {100 * vol['agreement']:.3f} %.")  # fmt: skip
+            out.append(f"**Volume inference** ({r.target}): {vol['amp_precision']} {format_value(vol['amp_s'])} s vs fp32 "
+                       f"{format_value(vol['fp32_s'])} s, labels agreeing on {100 * vol['agreement']:.3f} %.")  # fmt: skip
         elif r.group == "e2e" and result.get("e2e") is not None:
-            out.append(f"**{r.measure}** ({r.target}): measured {_fmt(r[5])} slices/s end to end.")
+            out.append(f"**{r.measure}** ({r.target}): measured {format_value(r[5])} slices/s end to end.")
         elif r.group == "data" and data:
-            out.append(f"**{r.measure}** ({r.target}): augmentation {_fmt(data['augment_0w_s'])} samples/s in one process, "
-                       f"{_fmt(data['loader_2w_s'])} slices/s from 2 workers; items without augmentation "
-                       f"{_fmt(data['dataset_items_s'])}/s.")  # fmt: skip
+            out.append(f"**{r.measure}** ({r.target}): augmentation {format_value(data['augment_0w_s'])} samples/s in one process, "
+                       f"{format_value(data['loader_2w_s'])} slices/s from 2 workers; items without augmentation "
+                       f"{format_value(data['dataset_items_s'])}/s.")  # fmt: skip
     return (
         ["What the missed targets come down to (measured in this run):", ""] + [f"- {x}" for x in out] + [""]
         if out

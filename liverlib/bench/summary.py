@@ -14,7 +14,7 @@ SUMMARY_COLUMNS = ["group", "measure", "unit", "naive / reference", "fast / meas
 """Columns of the printed table; ``ratio`` is a speed-up (fast ÷ naive rate, or reference ÷ measured seconds)."""
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
     """Numbers for tables: 3 significant figures, thousands separators; text unchanged; None/NaN → "n/a"."""
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "n/a"
@@ -146,9 +146,9 @@ def summary_table(models: pd.DataFrame, data: dict[str, Any] | None, volume: dic
 
 
 def format_table(df: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table with :func:`_fmt` numbers (ratios with a ×)."""
+    """A DataFrame as a Markdown table with :func:`format_value` numbers (ratios with a ×)."""
     show = df.copy()
     for c in show.columns:
-        show[c] = [(_fmt(v) + "×" if c == "ratio" and isinstance(v, (int, float)) and v == v else _fmt(v))
+        show[c] = [(format_value(v) + "×" if c == "ratio" and isinstance(v, (int, float)) and v == v else format_value(v))
                    if v is not None and v == v else "" for v in show[c]]  # fmt: skip
     return show.to_markdown(index=False, disable_numparse=True)

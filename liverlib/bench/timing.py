@@ -56,7 +56,7 @@ class Reps:
         return cls()
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     """Wait for queued CUDA work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -66,11 +66,11 @@ def time_calls(fn: Callable[[], Any], device: torch.device, reps: Reps) -> tuple
     """Seconds per call of ``fn`` (after ``reps.warmup`` untimed calls) and the number of timed calls."""
     for _ in range(reps.warmup):
         fn()
-    _sync(device)
+    sync_device(device)
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
-        _sync(device)
+        sync_device(device)
         n += 1
         elapsed = time.perf_counter() - t0
         if n >= reps.max_steps or (n >= reps.min_steps and elapsed >= reps.min_seconds):
@@ -87,7 +87,7 @@ def time_interleaved(
         for k, fn in fns.items():
             t = time.perf_counter()
             fn()
-            _sync(device)
+            sync_device(device)
             times[k].append(time.perf_counter() - t)
         n, spent = len(times[k]), min(sum(v) for v in times.values())
         if n >= reps.max_steps or (n >= reps.min_steps and spent >= reps.min_seconds):
@@ -111,7 +111,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
-            _sync(self.device)
+            sync_device(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
@@ -132,7 +132,7 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
-            _sync(self.device)
+            sync_device(self.device)
             self.mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
         elif hasattr(self, "_thread"):
             self._stop.set()

@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from liverlib import paper
+from liverlib.data.nifti import CasePaths, check_image, check_pair, find_cases, load_case
+from liverlib.errors import CaseError
 from liverlib.files import write_table
-from liverlib.data.nifti import CaseError, CasePaths, check_image, check_pair, find_cases, load_case
 from liverlib.labels import LABELS
 from liverlib.params import Params, digest, resolve_path
 from liverlib.progress import bar
 
 SPLITS = ("train", "val", "test")
-PAPER_TABLE3 = {"train": (8, 1350), "val": (1, 168), "test": (2, 170)}
-"""Paper Table 3: volumes and slices per split."""
 
 
 class CurationError(ValueError):
@@ -303,10 +303,11 @@ def table3(manifest: pd.DataFrame) -> pd.DataFrame:
         ids = sorted(m.volume_id.unique().tolist())
         rows.append({"split": s, "volumes": len(ids), "volume_ids": ", ".join(map(str, ids)), "slices": len(m),
                      "slices_with_tumor": int((m.tumor_px > 0).sum()),
-                     "paper_volumes": PAPER_TABLE3[s][0], "paper_slices": PAPER_TABLE3[s][1]})  # fmt: skip
+                     "paper_volumes": paper.SPLITS[s][0], "paper_slices": paper.SPLITS[s][1]})  # fmt: skip
     total = {"split": "total", "volumes": sum(r["volumes"] for r in rows), "volume_ids": "",
              "slices": len(manifest), "slices_with_tumor": int((manifest.tumor_px > 0).sum()),
-             "paper_volumes": 11, "paper_slices": 1688}  # fmt: skip
+             "paper_volumes": sum(v for v, _ in paper.SPLITS.values()),
+             "paper_slices": sum(n for _, n in paper.SPLITS.values())}  # fmt: skip
     return pd.DataFrame([*rows, total])
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from liverlib.data.cache import SliceCache
+from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import RunError
 from liverlib.files import read_json
-from liverlib.data.preprocess import PreprocessConfig, SliceCache
 
 MAX_LABEL = 2
 """The largest label a cached mask may hold (tumor)."""

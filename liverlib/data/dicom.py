@@ -22,11 +22,8 @@ from typing import Any, TypeVar
 import nibabel as nib
 import numpy as np
 
-from liverlib.files import atomic_write
-from liverlib.data.nifti import (
+from liverlib.data.geometry import (
     LPS_TO_RAS,
-    Case,
-    CaseError,
     display_spacing,
     from_display,
     itk_warnings_off,
@@ -34,8 +31,10 @@ from liverlib.data.nifti import (
     ras_affine,
     sitk_module,
     to_display,
-    to_int16,
 )
+from liverlib.data.nifti import Case, to_int16
+from liverlib.errors import CaseError
+from liverlib.files import atomic_write
 
 UNEVEN_TOLERANCE = 0.1
 """A series is uneven when a gap between neighbouring slices, or a slice's distance from where an even grid from the
@@ -66,7 +65,7 @@ def keeps_locale(fn: F) -> F:
 
 
 def _sitk():
-    """SimpleITK, imported on first use (:func:`liverlib.data.nifti.sitk_module`)."""
+    """SimpleITK, imported on first use (:func:`liverlib.data.geometry.sitk_module`)."""
     return sitk_module()
 
 

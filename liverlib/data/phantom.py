@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from liverlib.files import atomic_write, remove_stale_temps
 from liverlib.data.nifti import save_nifti
-from liverlib.labels import LABELS
-from liverlib.params import ParamError
 from liverlib.data.phantom_anatomy import (  # noqa: F401  (re-exported: the phantom's public API)
     BURDENS,
     MIN_SIZE,
@@ -35,10 +33,13 @@ from liverlib.data.phantom_anatomy import (  # noqa: F401  (re-exported: the pha
     ORIENTATIONS,
     OUTCOMES,
     PHANTOM_VERSION,
-    _file_array,
+    file_array,
     make_case,
     phantom_affine,
 )
+from liverlib.files import atomic_write, remove_stale_temps
+from liverlib.labels import LABELS
+from liverlib.params import ParamError
 from liverlib.progress import bar
 
 
@@ -174,9 +175,7 @@ def generate_phantom(
         raise FileExistsError(f"{out}: exists and is not a folder; phantom --out needs a folder")
     old = _read_meta(meta_path) if out.is_dir() else {}
     owned = _owned(old)
-    present = all((out / f).is_file() and (out / f).stat().st_size == r.get("bytes", (out / f).stat().st_size)
-                  for f, r in owned.items())  # fmt: skip
-    if old.get("params") == params and old.get("complete", True) and owned and present:
+    if old.get("params") == params and old.get("complete", True) and owned and _all_present(out, owned):
         return [out / c["volume"] for c in old["cases"]]
     plans = _plan(n_cases, n_slices, seed)
     names = [f"{kind}-{c['id']}{ext}" for c in plans for kind in ("volume", "segmentation")]
@@ -196,27 +195,40 @@ def generate_phantom(
     save_meta()  # before the first file: whatever is written below is listed as this function's
     cases = []
     for plan in bar(plans, desc="phantom", unit="case", disable=not progress):
-        i, codes = plan["id"], ORIENTATIONS[plan["id"] % len(ORIENTATIONS)]
-        rng = np.random.default_rng([seed, i])
-        image, mask, spacing = make_case(
-            i, size, plan["n_slices"], rng, outcome=plan["outcome"], burden=plan["tumor_burden"]
-        )
-        affine = phantom_affine(codes, spacing, image.shape)
-        vol, seg = f"volume-{i}{ext}", f"segmentation-{i}{ext}"
-        for name, data in ((vol, image), (seg, mask)):
-            if files[name]:
-                files[name] = {}  # being replaced: a kill after the rename must not leave the old checksum
-                save_meta()
-            save_nifti(_file_array(data, affine), affine, out / name)
-            files[name] = _file_record(out / name)
-        save_meta()
-        tumor = mask == LABELS["tumor"]
-        record = {"volume": vol, "segmentation": seg, "orientation": "".join(codes), "spacing": list(spacing)}
-        record |= {"shape": list(image.shape), "mask_shape": list(mask.shape), "tumor_voxels": int(tumor.sum())}
-        record |= {"liver_voxels": int((mask == LABELS["liver"]).sum()), "tumor_slices": int(tumor.any((1, 2)).sum())}
-        cases.append(plan | record)
+        cases.append(_write_case(out, plan, size, seed, ext, files, save_meta))
     for name in set(files) - set(names):
         (out / name).unlink(missing_ok=True)  # only files an earlier run wrote, checked above (e.g. .nii after .nii.gz)
         del files[name]
     save_meta(complete=True, cases=cases)
     return [out / c["volume"] for c in cases]
+
+
+def _all_present(out: Path, owned: dict[str, dict]) -> bool:
+    """Every file a phantom's record lists is there with its recorded size."""
+    return all((out / f).is_file() and (out / f).stat().st_size == r.get("bytes", (out / f).stat().st_size)
+               for f, r in owned.items())  # fmt: skip
+
+
+def _write_case(out: Path, plan: dict, size: int, seed: int, ext: str, files: dict[str, dict],
+                save_meta: Callable[..., None]) -> dict:  # fmt: skip
+    """Draw case ``plan["id"]``, write its volume and mask (``files`` and ``phantom.json`` kept current) and return
+    its record for ``phantom.json``."""
+    i, codes = plan["id"], ORIENTATIONS[plan["id"] % len(ORIENTATIONS)]
+    rng = np.random.default_rng([seed, i])
+    image, mask, spacing = make_case(
+        i, size, plan["n_slices"], rng, outcome=plan["outcome"], burden=plan["tumor_burden"]
+    )
+    affine = phantom_affine(codes, spacing, image.shape)
+    vol, seg = f"volume-{i}{ext}", f"segmentation-{i}{ext}"
+    for name, data in ((vol, image), (seg, mask)):
+        if files[name]:
+            files[name] = {}  # being replaced: a kill after the rename must not leave the old checksum
+            save_meta()
+        save_nifti(file_array(data, affine), affine, out / name)
+        files[name] = _file_record(out / name)
+    save_meta()
+    tumor = mask == LABELS["tumor"]
+    record = {"volume": vol, "segmentation": seg, "orientation": "".join(codes), "spacing": list(spacing)}
+    record |= {"shape": list(image.shape), "mask_shape": list(mask.shape), "tumor_voxels": int(tumor.sum())}
+    record |= {"liver_voxels": int((mask == LABELS["liver"]).sum()), "tumor_slices": int(tumor.any((1, 2)).sum())}
+    return plan | record

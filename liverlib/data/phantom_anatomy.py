@@ -13,7 +13,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage
 
-from liverlib.data.nifti import DISPLAY_AXCODES
+from liverlib.data.geometry import DISPLAY_AXCODES
 from liverlib.labels import LABELS
 
 PHANTOM_VERSION = 1
@@ -117,8 +117,8 @@ def _add_tumors(rng, tissue, liver, specs, t, s) -> tuple[np.ndarray, np.ndarray
     return tumor, drop
 
 
-def _file_array(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """:func:`liverlib.data.nifti.from_display` in Fortran order: the layout NIfTI stores, ~10× faster to copy and write."""
+def file_array(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """:func:`liverlib.data.geometry.from_display` in Fortran order: the layout NIfTI stores, ~10× faster to copy and write."""
     ornt = nio.ornt_transform(nio.axcodes2ornt(DISPLAY_AXCODES), nio.io_orientation(affine))
     return np.asfortranarray(nio.apply_orientation(data.transpose(2, 1, 0), ornt))
 

@@ -63,7 +63,7 @@ RULE_TEXT: dict[str, str] = {
 Array = np.ndarray | torch.Tensor
 
 
-def _np(x: Array) -> np.ndarray:
+def as_numpy(x: Array) -> np.ndarray:
     """Tensor or array → numpy array."""
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -80,7 +80,7 @@ def binary_masks(labels: Array, cls: str, liver_includes_tumor: bool) -> np.ndar
     Returns:
         bool array of the same shape.
     """
-    lab = _np(labels)
+    lab = as_numpy(labels)
     if cls == "liver" and liver_includes_tumor:
         return lab >= LABELS["liver"]
     if cls not in FOREGROUND:
@@ -100,7 +100,7 @@ def slice_stats(pred: Array, target: Array, *, liver_includes_tumor: bool = Fals
     Returns:
         ``{"tp", "fp", "fn", "tn"}``, each int64 of shape (N, 2), columns ordered as ``FOREGROUND``.
     """
-    p, t = torch.as_tensor(_np(pred)).long(), torch.as_tensor(_np(target)).long()
+    p, t = torch.as_tensor(as_numpy(pred)).long(), torch.as_tensor(as_numpy(target)).long()
     if p.shape != t.shape or p.ndim != 3:
         raise ValueError(f"pred and target must both be (N, H, W), got {tuple(p.shape)} and {tuple(t.shape)}")
     if liver_includes_tumor:
@@ -172,13 +172,13 @@ def f1(tp: Any, fp: Any, fn: Any, *, empty: str, eps: float = EPS) -> np.ndarray
 
 def pixel_accuracy(pred: Array, target: Array) -> np.ndarray:
     """Fraction of pixels whose label is right, over all classes; (N, H, W) → float64 (N,)."""
-    p, t = _np(pred), _np(target)
+    p, t = as_numpy(pred), as_numpy(target)
     return (p == t).reshape(len(p), -1).mean(1)
 
 
 def confusion_matrix(pred: Array, target: Array, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Pixel confusion matrix (Fig. 8): int64 (C, C), rows = truth, columns = prediction."""
-    p, t = _np(pred).ravel().astype(np.int64), _np(target).ravel().astype(np.int64)
+    p, t = as_numpy(pred).ravel().astype(np.int64), as_numpy(target).ravel().astype(np.int64)
     return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import KDTree
 
-from liverlib.evaluation.metrics import DISTANCE_EMPTY_RULES, EPS, Array, _np, binary_masks, dice
+from liverlib.evaluation.metrics import DISTANCE_EMPTY_RULES, EPS, Array, as_numpy, binary_masks, dice
 from liverlib.labels import FOREGROUND, LABELS
 
 
@@ -25,7 +25,7 @@ def _bbox(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
 
 def largest_connected_component(mask: Array) -> np.ndarray:
     """Largest 26-connected (full connectivity) component of a 3D binary mask; bool, same shape."""
-    m = _np(mask).astype(bool)
+    m = as_numpy(mask).astype(bool)
     out = np.zeros_like(m)
     if not m.any():
         return out
@@ -40,7 +40,7 @@ def largest_connected_component(mask: Array) -> np.ndarray:
 def keep_largest_liver(labels: Array) -> np.ndarray:
     """uint8 labels with everything outside the largest 26-connected liver component (label ≥ 1) set to background,
     so tumor is kept only inside the kept liver (used by evaluation's ``liver_lcc`` and by ``segment``)."""
-    labels = _np(labels)
+    labels = as_numpy(labels)
     return np.where(largest_connected_component(binary_masks(labels, "liver", True)), labels,
                     LABELS["background"]).astype(np.uint8)  # fmt: skip
 
@@ -52,7 +52,7 @@ def pooled_dice(tp: int, pred: int, gt: int) -> float | None:
 
 def volume_dice(pred: Array, gt: Array, *, empty: str, eps: float = EPS) -> float:
     """Dice of two binary masks of any shape (e.g. 3D (slices, rows, cols)); float."""
-    p, g = _np(pred).astype(bool), _np(gt).astype(bool)
+    p, g = as_numpy(pred).astype(bool), as_numpy(gt).astype(bool)
     tp = np.count_nonzero(p & g)
     return float(dice(tp, np.count_nonzero(p) - tp, np.count_nonzero(g) - tp, empty=empty, eps=eps))
 
@@ -61,7 +61,7 @@ def global_dice(pairs: Iterable[tuple[Array, Array]], *, empty: str, eps: float 
     """LiTS "Dice global": 2Σ|P∩G| / (Σ|P| + Σ|G|) pooled over (pred, gt) binary mask pairs."""
     tp = fp = fn = 0
     for pred, gt in pairs:
-        p, g = _np(pred).astype(bool), _np(gt).astype(bool)
+        p, g = as_numpy(pred).astype(bool), as_numpy(gt).astype(bool)
         t = np.count_nonzero(p & g)
         tp, fp, fn = tp + t, fp + np.count_nonzero(p) - t, fn + np.count_nonzero(g) - t
     return float(dice(tp, fp, fn, empty=empty, eps=eps))
@@ -95,7 +95,7 @@ def surface_distances(
         ``(d_pred_to_gt, d_gt_to_pred)``: float64 arrays, one distance per surface voxel of ``pred``
         (resp. ``gt``); inf where the other mask is empty (as MONAI), empty arrays for an empty mask.
     """
-    p, g = _np(pred).astype(bool), _np(gt).astype(bool)
+    p, g = as_numpy(pred).astype(bool), as_numpy(gt).astype(bool)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
     sp = np.broadcast_to(np.asarray(tuple(spacing), np.float64), (p.ndim,))
@@ -176,7 +176,7 @@ def volume_metrics(
         both-empty from one-empty NaNs); plus ``dice_empty_rule``, ``distance_empty_rule``,
         ``class_rule`` and ``liver_lcc``.
     """
-    pl, gl = _np(pred_labels), _np(gt_labels)
+    pl, gl = as_numpy(pred_labels), as_numpy(gt_labels)
     if liver_lcc:
         pl = keep_largest_liver(pl)
     out: dict[str, Any] = {}

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liverlib.data.nifti import CaseError
-from liverlib.errors import RunError
+from liverlib.errors import CaseError, RunError
 from liverlib.params import ParamError
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from liverlib.data.cache import build_cache
 from liverlib.data.curation import curate, resolve_data_dir, table3
 from liverlib.data.nifti import load_case
-from liverlib.data.preprocess import PreprocessConfig, build_cache, preprocess_slice
+from liverlib.data.preprocess import PreprocessConfig, preprocess_slice
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_table
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
@@ -54,28 +55,28 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
 def render_fig02(run: RunDir) -> Path:
     """Fig. 2 (CT, combined mask, liver, tumor) for the training slice with the most tumor (reads one NIfTI)."""
-    from liverlib.report import figures
+    from liverlib.report import drawing, figures
 
     row = example_slice(run)
     case = load_case(row.volume_path, row.mask_path)
     fig = figures.fig02_case_overview(case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)],
                                       title=f"volume {int(row.volume_id)}, slice {int(row.slice_idx)}")  # fmt: skip
-    return figures.save_figure(fig, run.figure(FIGURES["fig02"]))
+    return drawing.save_figure(fig, run.figure(FIGURES["fig02"]))
 
 
 def render_fig03_04(run: RunDir, cfg: PreprocessConfig) -> dict[str, Any]:
     """Figs. 3–4 on the example slice; returns the stages and the liver−tumor contrast before/after."""
     from liverlib.labels import LABELS
-    from liverlib.report import figures
+    from liverlib.report import drawing, figures
 
     row = example_slice(run)
     case = load_case(row.volume_path, row.mask_path)
     hu, mask = case.image[int(row.slice_idx)], case.mask[int(row.slice_idx)]
     stages = preprocess_slice(hu, cfg, stages=True)
-    figures.save_figure(figures.fig03_pipeline(stages), run.figure(FIGURES["fig03"]))
+    drawing.save_figure(figures.fig03_pipeline(stages), run.figure(FIGURES["fig03"]))
     raw = stages["normalised"]
     enhanced = stages.get("gamma", stages.get("CLAHE", raw))
-    figures.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure(FIGURES["fig04"]))
+    drawing.save_figure(figures.fig04_histograms(raw, enhanced, mask), run.figure(FIGURES["fig04"]))
     liver, tumor = mask == LABELS["liver"], mask == LABELS["tumor"]
     out: dict[str, Any] = {
         "stages": stages,
@@ -181,14 +182,14 @@ ABLATION_KEYS = ("ablation_arms", "ablation_epochs")
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 05: Table 4 and its bar chart from the arms' run folders ``ablation/<arm>/`` (made by the runner)."""
     from liverlib.pipeline.ablation import table04 as _run
-    from liverlib.report import figures
+    from liverlib.report import drawing, figures
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
     run.guard("05_ablation", p.subset(ABLATION_KEYS), overwrite=p.overwrite, record=False)
     t4 = _run(p)
     write_table(t4, run.table(TABLES["table04"]))
-    figures.save_figure(figures.fig_ablation(t4), run.figure(FIGURES["fig_ablation"]))
+    drawing.save_figure(figures.fig_ablation(t4), run.figure(FIGURES["fig_ablation"]))
     run.record("05_ablation", p.subset(ABLATION_KEYS))
     return {"run": run, "table04": t4, "fig": run.figure(FIGURES["fig_ablation"])}
 
@@ -196,7 +197,7 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 def run_figures(p: Params) -> dict[str, Any]:
     """Notebook 06: Table 8 and ``report.md`` from the run's files; every other table and figure has one writer,
     the stage that made its data (docs/architecture.md), and is read here, not redrawn."""
-    from liverlib.report import report
+    from liverlib.report import document
 
     run = RunDir.from_params(p)
     # a stage's record is its commit point (written after its outputs): read first, so the report never mixes in
@@ -207,6 +208,6 @@ def run_figures(p: Params) -> dict[str, Any]:
             raise RunError(f"{record}: missing: stage {stage[:2]} ({what}) did not finish in this run, so its outputs "
                            f"may be partial; rerun notebook {stage} before 06_figures")  # fmt: skip
     run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
-    path = report.write_report(run)  # writes Table 8 (report.render_tables), then report.md
+    path = document.write_report(run)  # writes Table 8 (report.render_tables), then report.md
     return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),
             "tables": sorted(run.tables.glob("*.csv"))}  # fmt: skip

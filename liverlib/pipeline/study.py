@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liverlib import paper
 from liverlib.files import read_json, write_json, write_text
 from liverlib.params import RUN_KEYS, STAGE_KEYS, ParamError, Params, load_profiles, project_root, resolve
 from liverlib.progress import ENV as PROGRESS_ENV
@@ -128,7 +129,7 @@ def warn_gpu_sized_job(p: Params) -> None:
         if p.data_dir == "phantom":  # about half of a phantom case's slices hold liver; 80 % of the volumes train
             slices = 0.8 * max(1, p.n_volumes or p.phantom_cases) * sum(p.phantom_slices) / 4
         else:  # the paper: 1,350 training slices per 11 volumes
-            slices = 1350 * max(1, p.n_volumes or 131) / 11
+            slices = paper.SPLITS["train"][1] * max(1, p.n_volumes or 131) / sum(v for v, _ in paper.SPLITS.values())
         hours = cpu_hours(p.image_size, slices, p.epochs)
         if hours > 1:
             print(f"liverlib study: note: no CUDA device; {p.epochs} epochs at {p.image_size}² will train on the CPU "

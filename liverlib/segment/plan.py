@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liverlib.data.dicom import choose_series, series_ids
-from liverlib.data.nifti import CaseError, load_case
+from liverlib.data.nifti import load_case
+from liverlib.errors import CaseError
 
 SUFFIX = "_seg.nii.gz"
 """Name ending of the masks written in folder mode: ``volume-3.nii`` → ``volume-3_seg.nii.gz``."""
@@ -20,12 +21,12 @@ PROB_SUFFIX = "_probs.npz"
 NIFTI_ENDINGS: tuple[str, ...] = (".nii", ".nii.gz")
 
 
-def _is_nifti(path: Path) -> bool:
+def is_nifti(path: Path) -> bool:
     """True for a ``.nii`` or ``.nii.gz`` name (case-insensitive)."""
     return path.name.lower().endswith(NIFTI_ENDINGS)
 
 
-def _stem(path: Path) -> str:
+def nifti_stem(path: Path) -> str:
     """File name without ``.nii`` / ``.nii.gz``."""
     name = path.name
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
@@ -34,7 +35,7 @@ def _stem(path: Path) -> str:
 def sidecar_path(mask: str | Path) -> Path:
     """The label sidecar of a mask: ``mask.nii.gz`` → ``mask.json``."""
     mask = Path(mask)
-    return mask.with_name(_stem(mask) + ".json")
+    return mask.with_name(nifti_stem(mask) + ".json")
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,14 @@ class Job:
 def _folder_inputs(src: Path, dst: Path) -> list[Path]:
     """The NIfTI files directly in ``src`` (outputs of an earlier run into the same folder excluded)."""
     same = dst.exists() and dst.resolve() == src.resolve()
-    return sorted(f for f in src.iterdir() if f.is_file() and _is_nifti(f) and not (same and f.name.endswith(SUFFIX)))
+    return sorted(f for f in src.iterdir() if f.is_file() and is_nifti(f) and not (same and f.name.endswith(SUFFIX)))
 
 
 def _file_output(src: Path, dst: Path, output: str | Path, what: str) -> None:
     """Refuse an output that is not a NIfTI file name for a single-volume input."""
     if dst.is_dir() or str(output).endswith(("/", "\\")):
         raise CaseError(f"{dst}: is a folder, but the input {src} is {what}; give a .nii.gz file name")
-    if not _is_nifti(dst):
+    if not is_nifti(dst):
         raise CaseError(f"{dst}: output must be a .nii or .nii.gz file name")
 
 
@@ -64,11 +65,11 @@ def _plan_folder(src: Path, dst: Path, probabilities: Path | None) -> list[Job]:
     """Jobs of folder mode: ``<name>_seg.nii.gz`` (and ``<name>_probs.npz``) per NIfTI file of ``src``."""
     if dst.exists() and not dst.is_dir():
         raise CaseError(f"{dst}: is a file, but the input {src} is a folder; give an output folder")
-    if not dst.exists() and _is_nifti(dst):
+    if not dst.exists() and is_nifti(dst):
         raise CaseError(f"{dst}: looks like a file name, but the input {src} is a folder; give an output folder")
     if probabilities is not None and probabilities.suffix == ".npz":
         raise CaseError(f"{probabilities}: the input {src} is a folder; give a folder for the probabilities")
-    jobs = [Job(f, dst / f"{_stem(f)}{SUFFIX}", probabilities / f"{_stem(f)}{PROB_SUFFIX}" if probabilities else None)
+    jobs = [Job(f, dst / f"{nifti_stem(f)}{SUFFIX}", probabilities / f"{nifti_stem(f)}{PROB_SUFFIX}" if probabilities else None)
             for f in _folder_inputs(src, dst)]  # fmt: skip
     seen: dict[Path, Path] = {}
     for j in jobs:
@@ -112,7 +113,7 @@ def plan_outputs(input: str | Path, output: str | Path, *, overwrite: bool = Fal
     probs = Path(probabilities).expanduser() if probabilities is not None else None
     if not src.exists():
         raise CaseError(f"{src}: input does not exist")
-    if src.is_dir() and any(_is_nifti(f) for f in src.iterdir()):
+    if src.is_dir() and any(is_nifti(f) for f in src.iterdir()):
         jobs = _plan_folder(src, dst, probs)
     else:
         _file_output(src, dst, output, "a DICOM series folder" if src.is_dir() else "a single file")

@@ -16,7 +16,7 @@ Postprocessing (on by default): only the largest 26-connected liver component (l
 survives only inside the kept liver; ``postprocess=False`` writes the raw argmax. Every output path is
 checked (exists? writable?) before any inference.
 
-Refusals (the CLI prints one line and exits 2): :class:`~liverlib.data.nifti.CaseError` for a missing, unreadable,
+Refusals (the CLI prints one line and exits 2): :class:`~liverlib.errors.CaseError` for a missing, unreadable,
 corrupt or non-3D input, an ambiguous DICOM folder and a wrong kind of or unwritable output path;
 :class:`FileExistsError` for an existing output without ``overwrite``; :class:`~liverlib.run.RunError` for a
 missing or foreign checkpoint and bad options.
@@ -36,9 +36,10 @@ import torch
 from scipy import ndimage
 
 from liverlib.data.dicom import load_dicom_case, save_mask_for_series
-from liverlib.data.nifti import Case, CaseError, from_display, load_case, save_mask_like
+from liverlib.data.geometry import from_display
+from liverlib.data.nifti import Case, load_case, save_mask_like
 from liverlib.data.preprocess import PreprocessConfig, preprocess_volume
-from liverlib.errors import RunError
+from liverlib.errors import CaseError, RunError
 from liverlib.evaluation.inference import PRECISIONS, autocast_dtype, predict_volume
 from liverlib.evaluation.per_volume import keep_largest_liver
 from liverlib.files import atomic_write, write_json
@@ -51,9 +52,9 @@ from liverlib.segment.plan import (  # noqa: F401  (re-exported for callers of l
     PROB_SUFFIX,
     SUFFIX,
     Job,
-    _is_nifti,
-    _stem,
     check_writable,
+    is_nifti,
+    nifti_stem,
     plan_outputs,
     sidecar_path,
 )

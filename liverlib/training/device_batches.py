@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from liverlib.data.preprocess import SliceCache
+from liverlib.data.cache import SliceCache
+from liverlib.runtime import epoch_seed
 from liverlib.training.gpu_augment import TorchAugmentConfig, augment_batch
 
 GPU_MEMORY_SHARE = 0.5
@@ -102,7 +103,7 @@ class GpuBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch: a seeded permutation of every slice, augmented on the device."""
-        seed = self.seed * 1000 + epoch
+        seed = epoch_seed(self.seed, epoch)
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
         gen = torch.Generator(device=self.device).manual_seed(seed)
         for start in range(0, len(order), self.batch_size):

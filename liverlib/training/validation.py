@@ -1,6 +1,6 @@
 """Validation during training (docs/study.md §6, Figs. 6–7): the history's metrics, and DDP's shared BatchNorm buffers.
 
-``history.csv`` columns are defined in :data:`liverlib.training.loop.HISTORY_COLUMNS`. Under torchrun, rank 0's
+``history.csv`` columns are defined in :data:`liverlib.training.state.HISTORY_COLUMNS`. Under torchrun, rank 0's
 buffers are broadcast before validation (:func:`sync_buffers`) and every rank's counts are gathered, so the
 metrics are those of the saved model over the whole validation set.
 """
