@@ -31,13 +31,6 @@ LAYERS: dict[str, set[str]] = {
 }
 """What each lower subpackage may import (pipeline, bench and the package root import anything below them)."""
 
-LONG_FUNCTIONS_DEBT: dict[str, int] = {
-    "liverlib.bench.runner.run_benchmark": 107,  # the benchmark's four parts in one body: to split into steps
-    "liverlib.bench.data.measure_data_path": 88,  # phantom → cache → DataLoader timing in one body
-}
-"""Known debt (issue 19): functions over the limit, each with its length today; it may only shrink. A function
-that grows, or a new one over the limit, fails; one that got short must leave this list."""
-
 
 def test_no_module_over_the_house_size() -> None:
     big = {m: n for m, n in import_graph.line_counts().items() if n > MAX_MODULE_LINES}
@@ -46,10 +39,7 @@ def test_no_module_over_the_house_size() -> None:
 
 def test_no_function_over_the_house_size() -> None:
     long = {f: n for f, n in import_graph.function_lengths().items() if n > MAX_FUNCTION_LINES}
-    grown = {f: n for f, n in long.items() if n > LONG_FUNCTIONS_DEBT.get(f, MAX_FUNCTION_LINES)}
-    assert grown == {}, f"functions over {MAX_FUNCTION_LINES} lines: name their steps"
-    paid = sorted(set(LONG_FUNCTIONS_DEBT) - set(long))
-    assert paid == [], "no longer over the limit: remove from LONG_FUNCTIONS_DEBT"
+    assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: name their steps"
 
 
 def test_no_import_cycle_between_modules() -> None:

@@ -61,7 +61,6 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
         ``big_index`` (its cached slices, for the end-to-end training rates).
     """
     from liverlib.data.cache import SliceCache, build_cache
-    from liverlib.data.curation import curate
     from liverlib.data.dataset import SliceDataset
     from liverlib.data.nifti import find_cases, load_case
     from liverlib.data.phantom import generate_phantom
@@ -72,16 +71,7 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
     out: dict[str, Any] = {"smoke_set": f"{p.phantom_cases} cases at {p.phantom_size}², {p.phantom_slices[0]}–"
                                         f"{p.phantom_slices[1]} slices, cache at {p.image_size}²"}  # fmt: skip
     log(f"bench: data path ({out['smoke_set']}; one {big_size}×{big_size}×{big_slices} case) ...")
-    t = time.perf_counter()
-    generate_phantom(workdir / "smoke", n_cases=p.phantom_cases, size=p.phantom_size, n_slices=tuple(p.phantom_slices),
-                     seed=p.seed, progress=False)  # fmt: skip
-    out["phantom_smoke_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    res = curate(p, progress=False)
-    out["curation_smoke_s"] = time.perf_counter() - t
-    chosen = res["volumes"][res["volumes"].split != ""]
-    stats = build_cache(chosen, PreprocessConfig.from_params(p), Path(p.cache_dir), progress=False)
-    out["cache_smoke_s"], out["cache_smoke_slices"] = stats["seconds"], stats["slices"]
+    _smoke_data_path(p, workdir, out)
 
     t = time.perf_counter()
     generate_phantom(
@@ -130,6 +120,25 @@ def measure_data_path(workdir: Path, *, image_size: int = PAPER_SIZE, batch_size
     out["image_size"], out["big_shape"] = image_size, tuple(case.image.shape)
     out["big_cache"], out["big_index"] = cache, index
     return out
+
+
+def _smoke_data_path(p: Any, workdir: Path, out: dict[str, Any]) -> None:
+    """Phantom, curation and cache of the smoke set, timed into ``out``."""
+    from liverlib.data.cache import build_cache
+    from liverlib.data.curation import curate
+    from liverlib.data.phantom import generate_phantom
+    from liverlib.data.preprocess import PreprocessConfig
+
+    t = time.perf_counter()
+    generate_phantom(workdir / "smoke", n_cases=p.phantom_cases, size=p.phantom_size, n_slices=tuple(p.phantom_slices),
+                     seed=p.seed, progress=False)  # fmt: skip
+    out["phantom_smoke_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    res = curate(p, progress=False)
+    out["curation_smoke_s"] = time.perf_counter() - t
+    chosen = res["volumes"][res["volumes"].split != ""]
+    stats = build_cache(chosen, PreprocessConfig.from_params(p), Path(p.cache_dir), progress=False)
+    out["cache_smoke_s"], out["cache_smoke_slices"] = stats["seconds"], stats["slices"]
 
 
 def measure_volume_inference(image: np.ndarray, *, image_size: int = PAPER_SIZE, batch_size: int = 16,

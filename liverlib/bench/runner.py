@@ -83,22 +83,11 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
             data["feeder_s"] = feeder_rate(data["big_cache"], data["big_index"], batch_size=batch_size, device=device,
                                            batches=max(3, reps.e2e_steps))  # fmt: skip
         if e2e and data is not None and "model" in groups:
-            e2e_rows = []
-            for name in MODEL_NAMES:
-                log(
-                    f"bench: {name} {image_size}² end to end, paper path then fast path, {reps.e2e_steps} steps each ..."
-                )
-                e2e_rows += measure_end_to_end(name, data["big_cache"], data["big_index"], size=image_size,
-                                               batch_size=batch_size, device=device, reps=reps, cpu_bf16=cpu_bf16,
-                                               workers=min(4, os.cpu_count() or 1) if cuda else 0)  # fmt: skip
-            e2e_rows = pd.DataFrame(e2e_rows)
+            e2e_rows = _end_to_end(data, image_size=image_size, batch_size=batch_size, device=device, reps=reps,
+                                   cpu_bf16=cpu_bf16, log=log)  # fmt: skip
         if "volume" in groups:
-            from liverlib.data.nifti import load_case
-
-            image = load_case(data["big_volume"]).image[:volume_slices]
-            log(f"bench: inference of a {image.shape[1]}×{image.shape[2]}×{len(image)} volume at {image_size}² ...")
-            volume = measure_volume_inference(image, image_size=image_size, batch_size=16, device=device, reps=reps,
-                                              cpu_bf16=cpu_bf16)  # fmt: skip
+            volume = _volume_inference(data, volume_slices, image_size=image_size, device=device, reps=reps,
+                                       cpu_bf16=cpu_bf16, log=log)  # fmt: skip
     if "data" not in groups:
         data = None
     info["load average at end"] = "{:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
@@ -106,6 +95,40 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
     peak = dense_peak_gflops(device)
     summary = summary_table(models if models is not None else pd.DataFrame(columns=["model", "size"]), data, volume,
                             matmul, device, e2e=e2e_rows, peak_gflops=peak)  # fmt: skip
+    caveats = _caveats(device, compiled=compiled, quick=quick)
+    if data is not None:
+        data = {k: v for k, v in data.items() if k not in ("big_cache", "big_index")}
+    return {"machine": info, "matmul": matmul, "models": models, "data": data, "volume": volume, "profile": prof,
+            "e2e": e2e_rows, "peak_gflops": peak, "big_batch": big_batch,
+            "profile_size": profile_size, "summary": summary, "caveats": caveats, "device": device, "quick": quick,
+            "batch_size": batch_size, "elapsed_s": time.perf_counter() - t0, "command": command}  # fmt: skip
+
+
+def _volume_inference(data: dict[str, Any], volume_slices: int, *, image_size: int, device: torch.device, reps: Reps,
+                      cpu_bf16: bool | None, log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """``segment``'s batched inference of the first ``volume_slices`` slices of the data path's big case."""
+    from liverlib.data.nifti import load_case
+
+    image = load_case(data["big_volume"]).image[:volume_slices]
+    log(f"bench: inference of a {image.shape[1]}×{image.shape[2]}×{len(image)} volume at {image_size}² ...")
+    return measure_volume_inference(image, image_size=image_size, batch_size=16, device=device, reps=reps,
+                                    cpu_bf16=cpu_bf16)  # fmt: skip
+
+
+def _end_to_end(data: dict[str, Any], *, image_size: int, batch_size: int, device: torch.device, reps: Reps,
+                cpu_bf16: bool | None, log: Callable[[str], None]) -> pd.DataFrame:  # fmt: skip
+    """Training end to end of every model on the data path's big cache: the paper path, then the fast path."""
+    rows = []
+    for name in MODEL_NAMES:
+        log(f"bench: {name} {image_size}² end to end, paper path then fast path, {reps.e2e_steps} steps each ...")
+        rows += measure_end_to_end(name, data["big_cache"], data["big_index"], size=image_size,
+                                   batch_size=batch_size, device=device, reps=reps, cpu_bf16=cpu_bf16,
+                                   workers=min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _caveats(device: torch.device, *, compiled: bool, quick: bool) -> list[str]:
+    """What the report says about how these numbers were measured."""
     caveats = [
         "One process measures everything in sequence; each rate is measured alone, so the DataLoader ratio compares "
         "the loader and the model each with the whole machine (in training they share its cores).",
@@ -124,12 +147,7 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
                        "loader batches and end-to-end steps; the full run repeats more.")  # fmt: skip
     if device.type == "cpu":
         caveats.append("CPU peak memory is an RSS increase, not an allocator statistic; treat it as ± tens of MiB.")
-    if data is not None:
-        data = {k: v for k, v in data.items() if k not in ("big_cache", "big_index")}
-    return {"machine": info, "matmul": matmul, "models": models, "data": data, "volume": volume, "profile": prof,
-            "e2e": e2e_rows, "peak_gflops": peak, "big_batch": big_batch,
-            "profile_size": profile_size, "summary": summary, "caveats": caveats, "device": device, "quick": quick,
-            "batch_size": batch_size, "elapsed_s": time.perf_counter() - t0, "command": command}  # fmt: skip
+    return caveats
 
 
 def bench_cli(args: Any) -> None:
