@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "min_tumor_voxels": 1,
     "min_tumor_slices": 5,
     "keep_empty_slices": False,  # paper dropped slices without liver/tumor (62.8%)
+    "train_empty_fraction": 0.0,  # share of training volumes' liver-free slices kept for training (0 = paper)
     "strict": False,  # true: the first unreadable or invalid volume stops curation (else: rejected, in volumes.csv)
     "val_fraction": 0.1,  # 80/10/10 at volume level: 11 volumes -> 8/1/2
     "test_fraction": 0.1,
@@ -83,7 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "amp": True,  # mixed precision: CUDA bf16 where supported, else fp16 + grad scaler (T4); a CPU only with cpu_bf16
-    "cpu_bf16": False,  # with amp: training, validation, evaluation in bf16 on a CPU with native bf16 (AVX512-BF16, AMX)
+    "cpu_parallel_trainings": 2,  # on a CPU: trainings at once (arms; model + baseline), cores // N threads each
+    "cpu_bf16": True,  # with amp: train and score in bf16 on a CPU with native bf16 (AVX512-BF16, AMX); else fp32
     "channels_last": True,
     "num_workers": 2,
     "compile": False,  # torch.compile
@@ -115,7 +117,7 @@ PREPROCESS_KEYS = (
 
 CURATION_KEYS = (
     "data_dir", "seed", "n_volumes", "volume_ids", "exclude_ids", "train_ids", "val_ids", "test_ids",
-    "min_tumor_voxels", "min_tumor_slices", "keep_empty_slices", "val_fraction", "test_fraction", "folds", "fold",
+    "min_tumor_voxels", "min_tumor_slices", "keep_empty_slices", "train_empty_fraction", "val_fraction", "test_fraction", "folds", "fold",
     "phantom_cases", "phantom_size", "phantom_slices", "strict",
 )  # fmt: skip
 
@@ -245,6 +247,8 @@ def resolve(
         raise ParamError(f"'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {p.lr_schedule!r}")
     if p.tracking not in TRACKING:
         raise ParamError(f"'tracking' must be 'off' or 'mlflow', got {p.tracking!r}")
+    if not 0.0 <= p.train_empty_fraction <= 1.0:
+        raise ParamError(f"'train_empty_fraction' must be in [0, 1], got {p.train_empty_fraction}")
     if p.folds and not 0 <= p.fold < p.folds:
         raise ParamError(f"'fold' must be in 0..{p.folds - 1}, got {p.fold}")
     return p
@@ -260,7 +264,7 @@ def profile_path(name: str | Path) -> Path:
 
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "02": ("cache_dir",),
-    "03": ("device", "amp", "cpu_bf16", "channels_last", "num_workers", "compile"),
+    "03": ("device", "amp", "cpu_bf16", "cpu_parallel_trainings", "channels_last", "num_workers", "compile"),
     "04": ("device", "amp", "cpu_bf16", "eval_batch_size"),
     "05": (),
     "06": (),

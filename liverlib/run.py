@@ -8,6 +8,8 @@ values is refused unless ``overwrite: true`` — so nothing already written is s
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,8 @@ class RunDir:
         root = resolve_path(p.output_root) / p.run_name
         try:
             root.mkdir(parents=True, exist_ok=True)
-            probe = root / ".liverlib-write-test"
+            # one probe per process and thread: parallel arms and folds check the same folder at once
+            probe = root / f".liverlib-write-test-{os.getpid()}-{threading.get_ident()}"
             probe.touch()
             probe.unlink()
         except OSError as exc:

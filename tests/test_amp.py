@@ -55,7 +55,7 @@ def test_cuda_amp_step_matches_fp32() -> None:
 
 def test_cpu_bf16_parameter_chooses_the_training_precision(tmp_path, monkeypatch) -> None:
     """``cpu_bf16`` trains under bf16 where the CPU has it natively and stays fp32 where it would be emulated;
-    off (the default) is fp32 everywhere, so the study's CPU numbers do not depend on the CPU."""
+    off is fp32 everywhere (on by default: same Dice within 0.003, docs/training.md §4)."""
     import liverlib.runtime as runtime
     from liverlib.params import resolve
     from liverlib.training.loop import train
@@ -69,3 +69,18 @@ def test_cpu_bf16_parameter_chooses_the_training_precision(tmp_path, monkeypatch
         res = train(q, progress=False)
         assert res["amp"] == expected, (native, asked)
         assert torch.isfinite(torch.tensor(res["history"].train_loss.to_numpy())).all()
+
+
+def test_parallel_trainings_share_the_cpu_cores_and_stay_sequential_on_cuda(monkeypatch):
+    """cpu_parallel_trainings: N trainings at once on the CPU with cores // N threads each; 1, one job or CUDA:
+    sequential with torch's default threads."""
+    from liverlib import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    assert runtime.parallel_trainings("cpu", 2, 3) == (2, 2)
+    assert runtime.parallel_trainings("cpu", 4, 2) == (2, 2)  # never more at once than jobs
+    assert runtime.parallel_trainings("cpu", 8, 8) == (4, 1)  # never more than cores
+    assert runtime.parallel_trainings("cpu", 1, 3) == (1, 0)
+    assert runtime.parallel_trainings("cpu", 2, 1) == (1, 0)
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
+    assert runtime.parallel_trainings("auto", 2, 2) == (1, 0)

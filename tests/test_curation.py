@@ -370,6 +370,26 @@ def test_manifest_filters_empty_slices_unless_asked(phantom_scan):
         build_manifest(empty, volumes, splits)
 
 
+def test_train_empty_fraction_adds_liver_free_training_slices_only(phantom_scan):
+    volumes, slices = phantom_scan
+    splits = {"train": [0, 1], "val": [2], "test": [3]}
+    paper = build_manifest(slices, volumes, splits)
+    half = build_manifest(slices, volumes, splits, train_empty_fraction=0.5, seed=7)
+    again = build_manifest(slices, volumes, splits, train_empty_fraction=0.5, seed=7)
+    every = build_manifest(slices, volumes, splits, train_empty_fraction=1.0, seed=7)
+    assert half.equals(again)  # the same slices every run
+    for m in (half, every):  # validation and test keep the paper's rule
+        assert m[m.split != "train"].reset_index(drop=True).equals(paper[paper.split != "train"].reset_index(drop=True))
+    for v in (0, 1):
+        rows = slices[slices.volume_id == v]
+        n_empty = int(((rows.liver_px + rows.tumor_px) == 0).sum())
+        assert n_empty > 0
+        got = half[half.volume_id == v]
+        assert int(((got.liver_px + got.tumor_px) == 0).sum()) == round(0.5 * n_empty)
+        assert len(every[every.volume_id == v]) == len(rows)
+    assert half.slice_idx.is_monotonic_increasing or (half.groupby("volume_id").slice_idx.diff().dropna() > 0).all()
+
+
 def test_curate_end_to_end(phantom_dir, tmp_path, phantom_meta):
     res = cur.curate(params(phantom_dir, tmp_path), progress=False)
     s = res["splits"]

@@ -55,12 +55,13 @@ def test_resume_matches_uninterrupted_run(prepared: Path, full: dict) -> None:
 
 
 def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Path, full: dict) -> None:
-    """``last.pt`` holds BatchNorm statistics recomputed on the clean training slices after the last epoch
+    """``last.pt`` holds BatchNorm statistics recomputed on the clean training slices (up to BN_SLICES) after the last epoch
     (docs/training.md), not the running average training left: recomputing them again gives the same buffers."""
     from liverlib.data.dataset import SliceDataset, open_run_cache, split_index
     from liverlib.data.preprocess import PreprocessConfig
     from liverlib.run import RunDir
-    from liverlib.training.loop import make_loader
+    from liverlib.runtime import amp_settings
+    from liverlib.training.loop import bn_slices, make_loader
     from liverlib.training.validation import recompute_bn_stats
 
     p = _params(prepared, "full")
@@ -68,10 +69,11 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
     saved = load_checkpoint(run.root / "models/hybrid/last.pt")
     model = model_from_checkpoint(saved)
     ds = SliceDataset(
-        split_index(run.manifest, "train"), open_run_cache(run.root, PreprocessConfig.from_params(p)), None
+        bn_slices(split_index(run.manifest, "train")), open_run_cache(run.root, PreprocessConfig.from_params(p)), None
     )
+    use_amp, dtype, _ = amp_settings(torch.device("cpu"), p.amp, cpu_bf16=p.cpu_bf16)  # as training computed them
     recompute_bn_stats(model, make_loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
-                       channels_last=True)  # fmt: skip
+                       channels_last=True, autocast=use_amp, dtype=dtype)  # fmt: skip
     again = model.state_dict()
     for k, v in saved["model"].items():
         if "running_" in k:
@@ -228,3 +230,14 @@ def test_training_loader_drops_a_last_batch_of_one_slice() -> None:
         ds = TensorDataset(torch.zeros(n, 1))
         assert len(make_loader(ds, p, shuffle=True, epoch=1, device=cpu)) == train_batches
         assert len(make_loader(ds, p, shuffle=False, epoch=1, device=cpu)) == -(-n // 8)
+
+
+def test_bn_slices_spread_over_the_split() -> None:
+    """BatchNorm's statistics are recomputed on an evenly spaced subset: first and last rows in, every row once."""
+    from liverlib.training.loop import bn_slices
+
+    index = pd.DataFrame({"volume_id": [v for v in range(5) for _ in range(40)], "slice_idx": list(range(200))})
+    sub = bn_slices(index, 96)
+    assert len(sub) == 96 and sub.slice_idx.is_unique and sub.slice_idx.is_monotonic_increasing
+    assert sub.slice_idx.iloc[0] == 0 and sub.slice_idx.iloc[-1] == 199 and set(sub.volume_id) == set(range(5))
+    assert bn_slices(index.head(50), 96).equals(index.head(50))

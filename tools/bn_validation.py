@@ -32,7 +32,7 @@ from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, epoch_seed, seed_everything
-from liverlib.training.loop import make_loader
+from liverlib.training.loop import make_loader, make_optimizer
 from liverlib.training.losses import CombinedLoss
 from liverlib.training.schedule import make_scheduler
 from liverlib.training.step import train_step
@@ -61,7 +61,7 @@ def main() -> None:
     seed_everything(p.seed)
     model = build_model(p.model, image_size=p.image_size, encoder=p.encoder, encoder_weights=None,
                         fused_attention=p.fused_attention).to(memory_format=torch.channels_last)  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    opt = make_optimizer(model, p.lr, p.weight_decay, device)
     sched = make_scheduler(opt, p, epochs=epochs, steps_per_epoch=-(-len(train_idx) // p.batch_size))
     import liverlib.training.augment as aug
 

@@ -278,12 +278,25 @@ def explicit_split(p: Params, volumes: pd.DataFrame) -> dict[str, list[int]] | N
 
 
 def build_manifest(slices: pd.DataFrame, volumes: pd.DataFrame, splits: dict[str, list[int]], *,
-                   keep_empty_slices: bool = False) -> pd.DataFrame:  # fmt: skip
-    """One row per study slice: the split's volumes, slices with liver or tumor unless keep_empty_slices."""
+                   keep_empty_slices: bool = False, train_empty_fraction: float = 0.0,
+                   seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """One row per study slice: the split's volumes, slices with liver or tumor unless keep_empty_slices.
+
+    ``train_empty_fraction`` (docs/study.md §1) keeps that share of each *training* volume's slices without liver
+    or tumor (drawn with ``seed`` and the volume id, so the same every run), so the model also learns where there
+    is no liver; validation and test keep the paper's rule.
+    """
     split_of = {v: s for s, ids in splits.items() for v in ids}
     df = slices[slices.volume_id.isin(split_of)].copy()
     if not keep_empty_slices:
-        df = df[(df.liver_px + df.tumor_px) > 0]
+        empty = (df.liver_px + df.tumor_px) == 0
+        keep = ~empty
+        if train_empty_fraction > 0:
+            for vid, rows in df[empty & (df.volume_id.map(split_of) == "train")].groupby("volume_id"):
+                n = int(round(train_empty_fraction * len(rows)))
+                picked = np.random.default_rng([seed, int(vid)]).choice(rows.index.to_numpy(), n, replace=False)
+                keep.loc[picked] = True
+        df = df[keep]
     df.insert(1, "split", df.volume_id.map(split_of))
     info = volumes.set_index("volume_id")[["volume_path", "mask_path", "spacing_slice", "spacing_row", "spacing_col",
                                            "n_slices", "rows", "cols"]]  # fmt: skip
@@ -347,7 +360,8 @@ def curate(p: Params, *, progress: bool = True) -> dict[str, Any]:
         raise SelectionError(f"{exc}; every volume's status is in {path}", table, path) from None
     split_of = {v: s for s, ids in splits.items() for v in ids}
     volumes = volumes.assign(split=volumes.volume_id.map(split_of).fillna(""))
-    manifest = build_manifest(slices, volumes, splits, keep_empty_slices=p.keep_empty_slices)
+    manifest = build_manifest(slices, volumes, splits, keep_empty_slices=p.keep_empty_slices,
+                              train_empty_fraction=p.train_empty_fraction, seed=p.seed)  # fmt: skip
     return {"data_dir": data_dir, "volumes": volumes, "splits": splits, "manifest": manifest, "slices": slices}
 
 

@@ -126,15 +126,25 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Tables 1, 2, 5, Figs. 6–7."""
     from liverlib.model.hybrid import HybridTransUNet, count_parameters
     from liverlib.report import report
-    from liverlib.training.loop import train
+    from liverlib.runtime import parallel_trainings
+    from liverlib.training.loop import epoch_line, train
 
     run = RunDir.from_params(p)
     counts = count_parameters(HybridTransUNet())
-    result = train(p, progress=progress)
+    baseline = p.train_baseline and p.model != "unet_smp"
+    at_once, threads = parallel_trainings(p.device, p.cpu_parallel_trainings, 2 if baseline else 1)
+    if at_once > 1:  # the baseline trains in a second process while this one trains the model
+        result = train_beside_baseline(p, threads, progress=progress)
+    else:
+        result = train(p, progress=progress)
     hist = result["history"]
     out = {"run": run, "parameters": counts, "main": result}
-    if p.train_baseline and p.model != "unet_smp":
-        out["baseline"] = train(p, model_name="unet_smp", epochs=p.baseline_epochs or p.epochs, progress=progress)
+    if baseline:  # after a parallel run this reads the finished baseline back from its last.pt
+        epochs = p.baseline_epochs or p.epochs
+        out["baseline"] = train(p, model_name="unet_smp", epochs=epochs, progress=progress)
+        if at_once > 1 and progress:  # its epochs, as a sequential run would have shown them
+            for row in out["baseline"]["history"].to_dict("records"):
+                print(epoch_line("unet_smp", row, epochs), flush=True)
     settings_keys = (*TRAIN_KEYS, "data_dir", "device", "amp", "channels_last", "compile", "num_workers")
     write_json(run.root / "training.json", {
         "parameters": counts, "model": p.model, "best_epoch": result["best_epoch"], "device": result["device"],
@@ -145,6 +155,69 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     })  # fmt: skip
     out.update(report.render_training(run, p))
     return out
+
+
+def _train_baseline_process(p: Params, threads: int) -> None:
+    """The smp baseline's training in its own process (:func:`train_beside_baseline`); a child of the kernel.
+
+    It ends itself within seconds when the kernel is gone (killed, restarted), so no orphan keeps writing the run
+    folder beside a rerun; its last complete epoch stays in ``last.pt``.
+    """
+    import os
+    import threading
+    import time
+
+    import torch
+
+    from liverlib.training.loop import train
+
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, name="liverlib-parent-watch", daemon=True).start()
+    torch.set_num_threads(threads)
+    train(p, model_name="unet_smp", epochs=p.baseline_epochs or p.epochs, progress=False)
+
+
+def train_beside_baseline(p: Params, threads: int, *, progress: bool = True) -> dict[str, Any]:
+    """Train the run's model here and the smp baseline at the same time in a child process, ``threads`` CPU
+    threads each (``cpu_parallel_trainings``, :func:`liverlib.runtime.parallel_trainings`).
+
+    The child writes ``models/unet_smp/`` as a sequential run would (its per-epoch lines go to the kernel's
+    console, not the notebook); the caller then reads the finished run back with
+    :func:`liverlib.training.train`, which also trains it here if the child failed, so any error shows where the
+    user looks. An interrupt or error here stops the child; both runs stay resumable from their ``last.pt``.
+    """
+    import multiprocessing
+
+    import torch
+
+    from liverlib.training.loop import train
+
+    child = multiprocessing.get_context("spawn").Process(target=_train_baseline_process, args=(p, threads),
+                                                        name="liverlib-baseline", daemon=True)  # fmt: skip
+    child.start()
+    if progress:
+        print(f"the smp baseline trains alongside in another process ({threads} CPU thread(s) each); its result is "
+              "shown below when both are done", flush=True)  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = train(p, progress=progress)
+        child.join()
+    except BaseException:
+        child.terminate()
+        child.join()
+        raise
+    finally:
+        torch.set_num_threads(before)
+    if child.exitcode != 0:
+        print(f"note: the baseline's process ended with exit code {child.exitcode}; training it here", flush=True)
+    return result
 
 
 def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:

@@ -29,6 +29,9 @@ from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER
 from liverlib.run import RunDir
 
+THREADS_ENV = "OMP_NUM_THREADS"
+"""Read by torch when a kernel imports it: the intra-op threads of a kernel started for a parallel arm."""
+
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 """Arguments of every kernel the runner starts. ipykernel >= 7.3 logs "Kernel is running over TCP without encryption"
 (WARNING) at every start and "KeyboardInterrupt caught in kernel" (ERROR) when jupyter_client interrupts it at shutdown,
@@ -138,15 +141,46 @@ def warn_gpu_sized_job(p: Params) -> None:
 
 
 def run_arms(p: Params, arms: list[str]) -> None:
-    """Make each ablation arm's run folder with notebooks 02–04 (stage 05's variants; finished stages are reused)."""
+    """Make each ablation arm's run folder with notebooks 02–04 (stage 05's variants; finished stages are reused).
+
+    With ``cpu_parallel_trainings: N`` on the CPU, N arms run at once, each kernel with ``cores // N`` threads
+    (:func:`liverlib.runtime.parallel_trainings`); a failing arm lets the others finish, then the runner stops.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from liverlib.pipeline.ablation import prepare_arm
+    from liverlib.runtime import parallel_trainings
 
     stages = [nb for nb in notebooks() if nb.name[:2] in ("02", "03", "04")]
-    for k, arm in enumerate(arms, 1):
+    at_once, threads = parallel_trainings(p.device, p.cpu_parallel_trainings, len(arms))
+
+    def one(k: int, arm: str) -> None:
         values, root = prepare_arm(p, arm)
         print(f"      ablation arm {k}/{len(arms)} {arm!r} -> {root}", flush=True)
         for nb in stages:
             execute_notebook(nb, root / "notebooks", values)
+
+    if at_once == 1:
+        for k, arm in enumerate(arms, 1):
+            one(k, arm)
+        return
+    print(f"      {len(arms)} arms, {at_once} at a time with {threads} CPU thread(s) each", flush=True)
+    saved = {key: os.environ.get(key) for key in (PROGRESS_ENV, THREADS_ENV)}
+    # set once for every kernel of the pool (execute_notebook restores the value it found, so threads cannot race)
+    os.environ.update({PROGRESS_ENV: RUNNER, THREADS_ENV: str(threads)})
+    try:
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
+            futures = [pool.submit(one, k, arm) for k, arm in enumerate(arms, 1)]
+            errors = [f.exception() for f in futures]  # waits for every arm
+        for exc in errors:
+            if exc is not None:
+                raise exc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def injected(nb: Path, values: dict[str, Any]) -> dict[str, Any]:
