@@ -17,8 +17,9 @@ from liverlib.progress import ENV as PROGRESS_ENV
 
 TINY_RUN = dict(data_dir="phantom", phantom_cases=12, phantom_size=64, phantom_slices=[16, 20], n_volumes=9,
                 test_fraction=0.2, image_size=32, batch_size=8, lr=1e-3, num_workers=0, train_baseline=False,
-                device="cpu")  # fmt: skip
-"""12 phantom cases at 64² (9 eligible: 6 train / 1 val / 2 test), 32² images, CPU: seconds per epoch."""
+                device="cpu", cpu_bf16=False)  # fmt: skip
+"""12 phantom cases at 64² (9 eligible: 6 train / 1 val / 2 test), 32² images, CPU: seconds per epoch; fp32 (the
+default is bf16 where the CPU has it), so tests that compare numbers compare them exactly."""
 
 
 def prepare(p: Params) -> Params:
