@@ -1,7 +1,7 @@
 """Benchmarks of the study's compute, the paper path and the fast path side by side in one run (issues 6, 13).
 
-``python -m liverlib bench`` prints one table and writes ``docs/benchmarks.md`` (``bench/gpu.sh``:
-``docs/benchmarks_gpu.md``):
+``python -m liverlib bench`` prints one table and writes ``docs/benchmarks.md`` (``tools/gpu_check.sh`` puts its
+CUDA report in ``docs/benchmarks_gpu.md``):
 
 1. **Model step** (:mod:`.models`) of the paper model ("hybrid") and the smp baseline ("unet_smp"): training
    and inference slices/s of the paper path (fp32, NCHW, explicit attention, ``no_grad``) and the fast path

@@ -70,10 +70,14 @@ def prepare_data(p: Params) -> Path | None:
     if source != "phantom":
         return Path(source)
     from liverlib.data.phantom import generate_phantom
+    from liverlib.locks import build_lock
 
     key = digest({"n": p.phantom_cases, "size": p.phantom_size, "slices": p.phantom_slices, "seed": p.seed})
     out = resolve_path(p.output_root) / "data" / f"phantom-{key}"
-    generate_phantom(out, n_cases=p.phantom_cases, size=p.phantom_size, n_slices=tuple(p.phantom_slices), seed=p.seed)
+    with build_lock(out):  # folds started in parallel share it: one writes, the others wait and reuse
+        generate_phantom(
+            out, n_cases=p.phantom_cases, size=p.phantom_size, n_slices=tuple(p.phantom_slices), seed=p.seed
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m liverlib {study,train,segment,phantom,bench} ...``.
+"""Command line: ``python -m liverlib {study,pool,train,segment,phantom,bench} ...``.
 
 Exit codes: 0 done; 2 a usage mistake (bad arguments or parameters, an input that cannot be used, an
 output that exists or cannot be written) — nothing was changed; 1 a failure while running (a refused or
@@ -51,7 +51,24 @@ def _study(a: argparse.Namespace) -> None:
         if not a.run_name.strip():
             raise ParamError("--run-name '': give a folder name (or leave --run-name out for the profile's)")
         overrides["run_name"] = a.run_name
-    run_study(a.f, overrides=overrides, start=a.start, only=a.only)
+    if a.arm is not None:
+        if a.start or a.only:
+            raise ParamError(f"--arm {a.arm}: runs notebooks 02-04 of the arm (finished ones are reused); leave out --start/--only")  # fmt: skip
+        from liverlib.study import run_arm
+
+        run_arm(a.f, a.arm, overrides=overrides, fold=a.fold)
+    elif a.fold is not None:
+        from liverlib.study import run_fold
+
+        run_fold(a.f, a.fold, overrides=overrides, start=a.start, only=a.only)
+    else:
+        run_study(a.f, overrides=overrides, start=a.start, only=a.only)
+
+
+def _pool(a: argparse.Namespace) -> None:
+    from liverlib.pipeline.pool import pool_run
+
+    pool_run(a.run)
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -97,7 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="+", help="run only these notebook numbers")
     s.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override single parameters (YAML values; repeatable)")  # fmt: skip
+    s.add_argument("--fold", type=int, metavar="K",
+                   help="only fold K of a cross-validated profile (folds > 0), into <run>/folds/K/; then `liverlib pool`")  # fmt: skip
+    s.add_argument("--arm", metavar="NAME",
+                   help="only ablation arm NAME (notebooks 02-04 into <run>/ablation/NAME/; notebook 01 first)")  # fmt: skip
     s.set_defaults(func=_study)
+
+    pl = sub.add_parser("pool", help="pool the finished folds (and arms) of a run made in parallel (docs/scaling.md)",
+                        description="Gather the finished folds of <run>/folds/ into cv_per_volume.csv, cv_summary.json "
+                        "and Table 4 pooled over the folds; for a run without folds, its finished ablation arms into "
+                        "Table 4. Says which are missing; refuses folds or arms made with other parameters or on "
+                        "another split.")  # fmt: skip
+    pl.add_argument("run", help="the run folder, e.g. outputs/full_lits")
+    pl.set_defaults(func=_pool)
 
     t = sub.add_parser("train", help="train one model on a run's cache (notebooks 01-02 first); works under torchrun")
     t.add_argument("-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable)")

@@ -10,12 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from liverlib.data.cache import build_cache
+from liverlib.data.cache import build_cache, cache_dir_for
 from liverlib.data.curation import curate, resolve_data_dir, table3
 from liverlib.data.nifti import load_case
 from liverlib.data.preprocess import PreprocessConfig, preprocess_slice
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_table
+from liverlib.locks import build_lock
 from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
 from liverlib.report.report import FIGURES, TABLES
 from liverlib.run import RunDir, cache_root
@@ -108,7 +109,9 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     run.require("manifest.csv", "volumes.csv")
     cfg = cfg or PreprocessConfig.from_params(p)
     run.guard("02_preprocessing", cfg.as_params(), overwrite=p.overwrite, record=False)
-    stats = build_cache(selected_volumes(run), cfg, cache_root(p), progress=progress)
+    volumes = selected_volumes(run)
+    with build_lock(cache_dir_for(cache_root(p), cfg, volumes)):  # folds and arms in parallel build it once
+        stats = build_cache(volumes, cfg, cache_root(p), progress=progress)
     manifest = pd.read_csv(run.manifest)
     out: dict[str, Any] = {"run": run, "stats": stats}
     if figures_too:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from liverlib import paper
+from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_text
+from liverlib.locks import holds, run_lock
 from liverlib.params import RUN_KEYS, STAGE_KEYS, ParamError, Params, load_profiles, project_root, resolve
 from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER
@@ -90,6 +92,9 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
     if p.folds and all_folds:
         return run_folds(profiles, overrides=overrides, start=start, only=only)
     run = RunDir.from_params(p)
+    if not holds(run.root):  # one writer per run folder (liverlib.locks): take its lock, run under it
+        with run_lock(run.root):
+            return run_study(profiles, overrides=overrides, start=start, only=only, all_folds=False)
     warn_gpu_sized_job(p)
     out_dir = run.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,17 +153,18 @@ def run_arms(p: Params, arms: list[str]) -> None:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from liverlib.pipeline.ablation import prepare_arm
+    from liverlib.pipeline.ablation import arm_params, prepare_arm
     from liverlib.runtime import parallel_trainings
 
     stages = [nb for nb in notebooks() if nb.name[:2] in ("02", "03", "04")]
     at_once, threads = parallel_trainings(p.device, p.cpu_parallel_trainings, len(arms))
 
     def one(k: int, arm: str) -> None:
-        values, root = prepare_arm(p, arm)
-        print(f"      ablation arm {k}/{len(arms)} {arm!r} -> {root}", flush=True)
-        for nb in stages:
-            execute_notebook(nb, root / "notebooks", values)
+        with run_lock(Path(arm_params(p, arm)["output_root"]) / arm):  # the arm's folder: one writer (liverlib.locks)
+            values, root = prepare_arm(p, arm)
+            print(f"      ablation arm {k}/{len(arms)} {arm!r} -> {root}", flush=True)
+            for nb in stages:
+                execute_notebook(nb, root / "notebooks", values)
 
     if at_once == 1:
         for k, arm in enumerate(arms, 1):
@@ -260,58 +266,90 @@ def render_html(executed: Path, html: Path) -> Path | None:
         return None
 
 
+def fold_overrides(p: Params, fold: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The overrides that make fold ``fold`` of the cross-validated run ``p`` a run of its own,
+    ``<output_root>/<run_name>/folds/<fold>/``.
+
+    Raises:
+        ParamError: the run has no folds (``folds: 0``), or ``fold`` is not one of ``0 … folds − 1``.
+    """
+    if not p.folds:
+        raise ParamError(f"--fold {fold}: run {p.run_name!r} has folds: 0 (no cross-validation); set folds: k "
+                         "(e.g. params/full_lits.yaml) or leave --fold out")  # fmt: skip
+    if not 0 <= fold < p.folds:
+        raise ParamError(f"--fold {fold}: run {p.run_name!r} has folds 0 … {p.folds - 1} (folds: {p.folds})")
+    return {**(overrides or {}), "fold": fold, "run_name": str(fold),
+            "output_root": str(RunDir.from_params(p).root / "folds")}  # fmt: skip
+
+
+def run_fold(profiles: list[str], fold: int, *, overrides: dict[str, Any] | None = None, start: str | None = None,
+             only: list[str] | None = None) -> Path:  # fmt: skip
+    """One fold of a cross-validated run, alone (``liverlib study … --fold K``): the whole study into
+    ``<run_name>/folds/<fold>/``, resumable and guarded like any run; ``liverlib pool`` gathers the folds.
+
+    Raises:
+        ParamError: no folds, or ``fold`` out of range (:func:`fold_overrides`).
+    """
+    p = resolve(**study_parameters(profiles, overrides))
+    return run_study(profiles, overrides=fold_overrides(p, fold, overrides), start=start, only=only, all_folds=False)
+
+
+def run_arm(profiles: list[str], arm: str, *, overrides: dict[str, Any] | None = None, fold: int | None = None) -> Path:
+    """One ablation arm, alone (``liverlib study … --arm NAME [--fold K]``): notebooks 02–04 into
+    ``<run>/ablation/<arm>/`` (of fold ``fold`` with folds), resumable and guarded like any run. The run's curation
+    (notebook 01) must be there; notebook 05 of the run, or ``liverlib pool``, reads the arm back into Table 4.
+
+    Returns:
+        The arm's run folder.
+
+    Raises:
+        ParamError: an arm that is not in ``ablation_arms``, or that repeats the main run; a cross-validated run
+            without ``fold``. RunError: the run's curation is missing; another process writes the arm's folder.
+    """
+    from liverlib.pipeline.ablation import CURATION_FILES, arms_to_run
+
+    p = resolve(**study_parameters(profiles, overrides))
+    if p.folds and fold is None:
+        raise ParamError(f"--arm {arm}: run {p.run_name!r} is cross-validated (folds: {p.folds}): give the fold too "
+                         "(--fold K --arm NAME); each fold has its own arms")  # fmt: skip
+    if fold is not None:
+        overrides = fold_overrides(p, fold, overrides)
+        p = resolve(**study_parameters(profiles, overrides))
+    if arm not in p.ablation_arms:
+        raise ParamError(f"--arm {arm}: not one of this run's ablation_arms {p.ablation_arms}; add it to them "
+                         "(--set ablation_arms=[...]) first")  # fmt: skip
+    if arm not in arms_to_run(p):
+        raise ParamError(f"--arm {arm}: this arm repeats the main run (same preprocessing, epochs and model): its "
+                         "results are the main run's; run the study itself")  # fmt: skip
+    main = RunDir.from_params(p)
+    for name in CURATION_FILES[:3]:
+        if not (main.root / name).is_file():
+            raise RunError(f"{main.root / name}: missing; run notebook 01 of the run first (liverlib study … "
+                           f"{'--fold ' + str(fold) + ' ' if fold is not None else ''}--only 01), then its arms")  # fmt: skip
+    warn_gpu_sized_job(p)
+    run_arms(p, [arm])
+    return main.root / "ablation" / arm
+
+
 def run_folds(profiles: list[str], *, overrides: dict[str, Any] | None = None, start: str | None = None,
               only: list[str] | None = None) -> Path:  # fmt: skip
     """Cross-validation: run the study once per fold into ``<run_name>/folds/<k>/`` and pool per-volume metrics.
 
-    Writes ``<output_root>/<run_name>/cv_per_volume.csv`` (every test volume of every fold, each exactly
-    once) and ``cv_summary.json`` (Dice per case and global Dice over all folds' test volumes).
+    The same as ``liverlib study … --fold K`` for every K, then ``liverlib pool`` (:func:`run_fold`,
+    :func:`liverlib.pipeline.pool.pool_folds`): ``<output_root>/<run_name>/cv_per_volume.csv`` (every test volume of every
+    fold, each exactly once), ``cv_summary.json`` (Dice per case and global Dice over all folds' test volumes) and
+    Table 4 pooled over the folds (``tables/table04_ablation_cv``).
 
     Raises:
-        RunError: a volume was tested in two folds, or a selected volume in none.
+        RunError: a volume was tested in two folds, or a selected volume in none; folds made with other parameters.
     """
-    import pandas as pd
+    from liverlib.pipeline.pool import pool_folds
 
-    values = study_parameters(profiles, overrides)
-    p = resolve(**values)
+    p = resolve(**study_parameters(profiles, overrides))
     out = RunDir.from_params(p)
-    frames = []
     for fold in range(p.folds):
         print(f"cross-validation: fold {fold + 1}/{p.folds}", flush=True)
-        fold_overrides = {
-            **(overrides or {}),
-            "fold": fold,
-            "run_name": str(fold),
-            "output_root": str(out.root / "folds"),
-        }
-        root = run_study(profiles, overrides=fold_overrides, start=start, only=only, all_folds=False)
-        pv = root / "per_volume.csv"
-        if pv.is_file():
-            frames.append(pd.read_csv(pv).assign(fold=fold))
-    if frames:
-        from liverlib.errors import RunError
-        from liverlib.evaluation.per_volume import pooled_dice
-        from liverlib.files import write_table
-
-        cv = pd.concat(frames, ignore_index=True)
-        twice = sorted(cv.volume_id[cv.volume_id.duplicated()].unique().tolist())
-        if twice:
-            raise RunError(f"{out.root}: volume(s) {twice} were tested in more than one fold")
-        selected = {int(v) for ids in read_json(root / "splits.json")["splits"].values() for v in ids}
-        untested = sorted(selected - set(cv.volume_id.astype(int)))
-        if len(frames) == p.folds and untested:
-            raise RunError(f"{out.root}: selected volume(s) {untested} were tested in no fold")
-        write_table(cv, out.root / "cv_per_volume.csv", markdown=False)
-        summary = {
-            "folds": p.folds,
-            "volumes": int(len(cv)),
-            "rule": "per volume, LiTS classes; NaN (both empty) left out",
-            "per_fold_volumes": {int(f): sorted(int(v) for v in g.volume_id) for f, g in cv.groupby("fold")},
-        }
-        for c in ("liver", "tumor"):
-            tp, pv_, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
-            summary[f"{c}_dice_per_case"] = float(cv[f"{c}_dice"].mean())
-            summary[f"{c}_dice_global"] = pooled_dice(tp, pv_, gv)
-        write_json(out.root / "cv_summary.json", summary)
-        print(f"cross-validation: {len(cv)} test volumes over {p.folds} folds -> {out.root / 'cv_summary.json'}")
+        run_fold(profiles, fold, overrides=overrides, start=start, only=only)
+    with run_lock(out.root):
+        pool_folds(out.root, required=False)
     return out.root
