@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from liverlib.cli import main
+from liverlib.pipeline.cli import main
 
 from liverlib.locks import LOCK_NAME, build_lock, holds, read_holder, run_lock
 from liverlib.run import RunError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from liverlib.cli import main
+from liverlib.pipeline.cli import main
 
 from liverlib.params import resolve
 from liverlib.pipeline.pool import pool_folds

@@ -68,7 +68,7 @@ GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
 check python "$PYTHON" -c "
 import sys, runpy
 import liverlib, torch, papermill
-from liverlib.study import study_parameters
+from liverlib.pipeline.study import study_parameters
 study_parameters(['params/base.yaml', 'params/smoke.yaml'], {'device': 'cuda', 'feeder': 'gpu', 'amp': True,
                  'train_baseline': False, 'run_name': 'smoke_cuda', 'output_root': '$WORK'})
 sys.argv = ['gpu_check_report.py', '--check']

@@ -1,6 +1,6 @@
 """Write docs/benchmarks_gpu.md from the work folder of tools/gpu_check.sh (issue 21).
 
-The report holds the machine (card, driver, CUDA, cuDNN, torch and package versions: ``liverlib.run.provenance``),
+The report holds the machine (card, driver, CUDA, cuDNN, torch and package versions: ``liverlib.runtime.provenance``),
 each step's time and exit code (``steps.tsv``), the CUDA tests' last line, the smoke study's per-volume Dice on
 CUDA beside the CPU run's, and the benchmark's own report (``bench.md``, written by ``liverlib bench``).
 
@@ -72,7 +72,7 @@ def smoke_comparison(work: Path, cpu_run: Path | None) -> str:
 
 def render(work: Path, cpu_run: Path | None) -> str:
     """The whole report."""
-    from liverlib.run import provenance
+    from liverlib.runtime import provenance
 
     prov = provenance()
     versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.check:
         import tabulate  # noqa: F401  (to_markdown needs it)
 
-        from liverlib.run import provenance
+        from liverlib.runtime import provenance
 
         provenance()
         return 0
-    from liverlib.run import write_text
+    from liverlib.files import write_text
 
     write_text(a.out, render(a.work, a.cpu_run))
     print(f"written {a.out}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from liverlib.errors import CaseError, RunError
 from liverlib.params import ParamError
@@ -103,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all subcommands."""
     ap = argparse.ArgumentParser(prog="liverlib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _study_parsers(sub)
+    _segment_parser(sub)
+    _bench_parser(sub)
+    return ap
 
+
+def _study_parsers(sub: Any) -> None:
+    """``study``, ``pool``, ``train`` and ``phantom``."""
     s = sub.add_parser("study", help="run the numbered notebooks in order with papermill")
     s.add_argument(
         "-f", action="append", required=True, metavar="PARAMS.yaml", help="params file (repeatable, merged in order)"
@@ -145,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gz", action="store_true", help="write .nii.gz")
     g.set_defaults(func=_phantom)
 
+
+def _segment_parser(sub: Any) -> None:
+    """``segment``: a checkpoint applied to users' CT."""
     seg = sub.add_parser("segment", help="segment CT volumes (NIfTI or a DICOM series) with a trained checkpoint",
                          description="Segment liver and tumor; see docs/segment.md.")  # fmt: skip
     seg.add_argument("--checkpoint", required=True)
@@ -174,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.set_defaults(func=_segment)
 
+
+def _bench_parser(sub: Any) -> None:
+    """``bench``: the benchmark."""
     b = sub.add_parser("bench", help="benchmark training, inference and the data path; writes docs/benchmarks.md")
     b.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     b.add_argument("--batch-size", type=int, default=8)
@@ -189,7 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CPU (default: where the CPU supports it natively)")  # fmt: skip
     b.set_defaults(func=_bench)
-    return ap
 
 
 USAGE_ERRORS = (ParamError, CaseError, FileExistsError, FileNotFoundError)
