@@ -25,8 +25,9 @@ from liverlib.bench.timing import machine_info
 from liverlib.labels import NUM_CLASSES
 from liverlib.model.hybrid import build_model
 from liverlib.runtime import cpu_bf16_supported, usable_cores
-from liverlib.training.loop import make_optimizer, train_step
+from liverlib.training.loop import make_optimizer
 from liverlib.training.losses import CombinedLoss
+from liverlib.training.step import train_step
 
 
 def rate(threads: int, fused: bool, size: int, batch: int, seconds: float) -> float:

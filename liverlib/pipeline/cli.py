@@ -55,11 +55,11 @@ def _study(a: argparse.Namespace) -> None:
     if a.arm is not None:
         if a.start or a.only:
             raise ParamError(f"--arm {a.arm}: runs notebooks 02-04 of the arm (finished ones are reused); leave out --start/--only")  # fmt: skip
-        from liverlib.study import run_arm
+        from liverlib.pipeline.study import run_arm
 
         run_arm(a.f, a.arm, overrides=overrides, fold=a.fold)
     elif a.fold is not None:
-        from liverlib.study import run_fold
+        from liverlib.pipeline.study import run_fold
 
         run_fold(a.f, a.fold, overrides=overrides, start=a.start, only=a.only)
     else:
