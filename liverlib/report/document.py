@@ -137,6 +137,14 @@ def _interval(d: dict[str, Any] | None) -> str:
     return f"[{_f((d or {}).get('low'), 3)}, {_f((d or {}).get('high'), 3)}]"
 
 
+def _normalization_text(st: dict[str, Any]) -> str:
+    """How the run normalised CT, and whether that is the paper's recipe (docs/study.md §2, §12)."""
+    if st.get("normalization", "minmax") == "ct_norm":
+        return ("`ct_norm` (nnU-Net's CT normalisation from the training foreground; not the paper's recipe, which "
+                "Table 4's `paper` arm trains)")  # fmt: skip
+    return "min-max per slice (the paper's)"
+
+
 def _section_setup(run: RunDir, inp: ReportInputs) -> list[str]:
     """The title and "What was run"."""
     s, st, training, prov, wall, nvol, phantom = inp.s, inp.st, inp.training, inp.prov, inp.wall, inp.nvol, inp.phantom
@@ -152,8 +160,8 @@ def _section_setup(run: RunDir, inp: ReportInputs) -> list[str]:
         f"(paper: {ref['epochs']}; {training.get('epochs', 'n/a')} completed), image size {st.get('image_size')} (paper: "
         f"{ref['image_size']}), batch {st.get('batch_size')} (paper: {ref['batch_size']}), lr {st.get('lr', float('nan')):g} "
         f"(paper: {ref['lr']:g}); best epoch {s['checkpoint_epoch']} (paper: {ref['best_epoch']})",
-        f"- Preprocessing: CLAHE {st.get('use_clahe')}, gamma {st.get('use_gamma')}, 8-bit quantisation "
-        f"{st.get('quantize_8bit', True)}, HU window {st.get('hu_window') or 'none'}",
+        f"- Preprocessing: {_normalization_text(st)}, CLAHE {st.get('use_clahe')}, gamma {st.get('use_gamma')}, "
+        f"8-bit quantisation {st.get('quantize_8bit', True)}, HU window {st.get('hu_window') or 'none'}",
         f"- Hardware: {prov['device']}; torch {prov['versions'].get('torch')}; training time "
         f"{_f(training.get('train_seconds', float('nan')) / 60, 1)} min (paper: {paper.TRAINING['hours_100_epochs']} h on a Tesla T4)",
         f"- Wall time per notebook (s): {', '.join(f'{k}: {v}' for k, v in wall.items()) or 'n/a'}",
