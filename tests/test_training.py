@@ -3,11 +3,18 @@ repairs after a kill; Ctrl-C leaves a resumable run. Every test prepares what it
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json
@@ -155,6 +162,31 @@ def test_ctrl_c_leaves_a_resumable_run(prepared: Path, monkeypatch: pytest.Monke
         train(p, progress=False)
     monkeypatch.setattr(tr, "train_epoch", real)
     assert train(p, progress=False)["resumed_from"] == 1
+
+
+@pytest.mark.reliability("'liverlib train: hybrid: interrupted at epoch N of M (... last.pt); rerun the same command to "
+                         "resume', the same line as Ctrl-C", 143, "last.pt of the last complete epoch; a rerun resumes")  # fmt: skip
+def test_sigterm_is_handled_like_ctrl_c(prepared: Path, tmp_path: Path) -> None:
+    """SIGTERM (what kill and a scheduler send) to a training CLI: it used to exit 143 with nothing printed."""
+    p = _params(prepared, "term", epochs=200)
+    profile = tmp_path / "term.yaml"
+    profile.write_text(yaml.safe_dump({**TINY, "epochs": 200, "output_root": str(prepared), "run_name": "term"}))
+    last = prepared / "term/models/hybrid/last.pt"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "liverlib", "train", "-f", str(profile)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("liverlib")]  # progress bars aside
+    assert "Traceback" not in err and len(lines) == 1 and re.fullmatch(r"liverlib train: hybrid: interrupted at epoch \d+ of 200 \(\d+ complete in "
+                                            r".*last\.pt\); rerun the same command to resume", lines[0]), err  # fmt: skip
+    done = load_checkpoint(last)["epoch"]
+    assert done >= 1 and not list(last.parent.glob(".last.*"))
+    assert train(p, progress=False, stop_after=1)["resumed_from"] == done
 
 
 def test_cache_made_with_other_preprocessing_is_refused(prepared: Path) -> None:

@@ -2,14 +2,18 @@
 
 Exit codes: 0 done; 2 a usage mistake (bad arguments or parameters, an input that cannot be used, an
 output that exists or cannot be written) — nothing was changed; 1 a failure while running (a refused or
-failed stage, a bad checkpoint, a failed write); 130 interrupted (Ctrl-C: rerun the same command to resume).
+failed stage, a bad checkpoint, a failed write); 130 interrupted (Ctrl-C: rerun the same command to resume); 143
+terminated (SIGTERM, what ``kill`` and a scheduler send: handled like Ctrl-C, same message, same resumable state).
 Every error is one line, ``liverlib <command>: error: <what, naming the file>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 from liverlib.errors import CaseError, RunError
@@ -212,21 +216,45 @@ FAILURES = (RunError, OSError)
 """Exit 1: a stage refused or failed while running (e.g. an earlier run with other parameters, an unwritable target)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt, so every handler of an interrupt
+    (training's last complete epoch, the study runner's partial notebook) runs for it too."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """The SIGTERM handler of :func:`main`: note the signal and interrupt the main thread."""
+    global _terminated
+    _terminated = True
+    raise Terminated
+
+
+_terminated = False
+"""Set by :func:`_terminate`; a handler may re-raise the interrupt as its own KeyboardInterrupt, so the exit code (143,
+not 130) is told from this flag, not from the exception's type."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; errors print one clear line (exit codes in the module docstring)."""
+    global _terminated
     args = build_parser().parse_args(argv)
+    _terminated = False
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args.func(args)
     except KeyboardInterrupt as exc:
         what = str(exc) or "interrupted; rerun the same command to resume"
         print(f"liverlib {args.cmd}: {what}", file=sys.stderr)
-        return 130
+        return 143 if _terminated else 130
     except USAGE_ERRORS as exc:
         print(f"liverlib {args.cmd}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except FAILURES as exc:
         print(f"liverlib {args.cmd}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if main_thread and before is not None:  # None: a handler not set from Python, left as it was
+            signal.signal(signal.SIGTERM, before)
     return 0
 
 
