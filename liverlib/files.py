@@ -7,9 +7,12 @@ ordinary ``open`` would give; a crash never leaves half a file, and an existing 
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liverlib.errors import RunError
+from liverlib.errors import RunError, WriteError
 
 
 def _temp_affixes(name: str) -> tuple[str, str]:
@@ -41,6 +44,79 @@ def current_umask() -> int:
     return mask
 
 
+_GROUP: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("atomic_group", default=None)
+"""The (temporary file, target) pairs of the innermost :func:`atomic_group`, renamed when it ends; None outside one."""
+
+
+@contextmanager
+def atomic_group() -> Iterator[None]:
+    """Every :func:`atomic_write` inside the block replaces its target only when the whole block succeeds.
+
+    The files are written to their temporaries as usual; when the block ends without an error they are renamed over
+    their targets together (one ``os.replace`` each, in the order written), and on an error or an interrupt every
+    temporary is removed: a failed set of outputs (``segment``'s mask, probabilities and report) leaves none of them,
+    and an existing set stays as it was. A group inside another joins it.
+    """
+    if _GROUP.get() is not None:
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _GROUP.set(pending)
+    done = 0
+    try:
+        yield
+        _GROUP.reset(token)
+        token = None
+        for tmp, path in pending:
+            _replace(tmp, path)
+            done += 1
+    finally:
+        if token is not None:
+            _GROUP.reset(token)
+        for tmp, _ in pending[done:]:
+            tmp.unlink(missing_ok=True)
+
+
+_ADVICE: dict[int, str] = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your quota",
+                           errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
+                           errno.EROFS: "write to a writable file system"}  # fmt: skip
+"""What to do about the usual write failures, by errno."""
+
+
+def write_error(exc: OSError, path: Path, *, existed: bool) -> WriteError:
+    """``exc`` (raised while writing ``path``'s temporary or renaming it) as one line naming ``path``: the system's
+    reason (``No space left on device``), what was kept and what to do, e.g. ``PATH: cannot be written (No space
+    left on device); the earlier file is kept unchanged; free disk space and rerun the same command``."""
+    reason, code = exc.strerror or str(exc) or type(exc).__name__, exc.errno
+    if code in (None, errno.EIO) and _disk_full(path.parent):  # numpy's short write, torch's writer: no errno
+        reason, code = f"{reason}: {os.strerror(errno.ENOSPC)}", errno.ENOSPC
+    kept = "the earlier file is kept unchanged" if existed else "nothing was written in its place"
+    advice = _ADVICE.get(code or 0, "fix the cause")
+    return WriteError(code or errno.EIO, f"cannot be written ({reason}); {kept}; {advice} and rerun the same command",
+                      str(path))  # fmt: skip
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when the file system of ``folder`` has less than 1 MiB free (False when that cannot be told)."""
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the mode an ordinary ``open`` would give ``path`` and rename it over ``path``."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # no file to replace yet
+        mode = 0o666 & ~current_umask()
+    try:
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(exc, path, existed=path.exists()) from None
+
+
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds.
@@ -50,7 +126,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     Parent folders are created. The written file gets the mode an ordinary ``open`` would give it:
     ``0o666 & ~umask`` for a new file, the old file's permission bits for a replaced one (mkstemp's 0600
     would otherwise survive the rename). A SIGKILL can still leave the temp file (named
-    ``.<stem>.<8 random chars><suffixes>``); :func:`remove_stale_temps` removes those.
+    ``.<stem>.<8 random chars><suffixes>``); :func:`remove_stale_temps` removes those. Inside an
+    :func:`atomic_group` the rename waits for the group's end.
     """
     path = Path(path)
     prefix, suffix = _temp_affixes(path.name)
@@ -61,16 +138,24 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         raise type(exc)(exc.errno, f"cannot write here ({exc.strerror})", str(path)) from None
     os.close(fd)
     tmp = Path(name)
+    group, kept = _GROUP.get(), False
     try:
-        yield tmp
         try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except OSError:  # no file to replace yet
-            mode = 0o666 & ~current_umask()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            yield tmp
+        except WriteError:
+            raise
+        except OSError as exc:  # disk full, I/O error … while writing the temporary: name the target instead
+            if exc.filename not in (None, str(tmp)):
+                raise  # about another file (e.g. one read while writing): its own name says where
+            raise write_error(exc, path, existed=path.exists()) from None
+        if group is not None:  # renamed when the group ends
+            group.append((tmp, path))
+            kept = True
+        else:
+            _replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if not kept:
+            tmp.unlink(missing_ok=True)
 
 
 _MKSTEMP_CHARS = re.compile(r"[a-z0-9_]{8}")

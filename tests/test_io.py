@@ -542,3 +542,54 @@ def test_the_shared_real_ct_and_its_labels_pass_every_geometry_check():
         pytest.skip("shared real CT not found at ../shared/data/real-ct (beside the repository)")
     assert check_pair(real / "example_ct_sm.nii.gz", real / "example_seg.nii.gz") is None
     assert load_case(real / "example_ct_sm.nii.gz").spacing == pytest.approx((3.0, 3.0, 3.0))
+
+
+@pytest.mark.reliability("one line: 'PATH: cannot be written (No space left on device); the earlier file is kept "
+                         "unchanged; free disk space and rerun the same command' (permission: '... check the folder's "
+                         "permissions')", 1, "the earlier file, unchanged; no temporary file")  # fmt: skip
+@pytest.mark.parametrize("where", ["write", "rename", "permission"])
+def test_a_failed_write_names_its_file_and_what_was_kept(tmp_path, monkeypatch, where):
+    """A full disk or a refused write while writing or renaming (was '[Errno 28] No space left on device', no file)."""
+    import errno
+
+    from liverlib.errors import WriteError
+
+    target = tmp_path / "sub" / "summary.json"
+    files.write_json(target, {"a": 1})
+    fault = OSError(errno.EACCES if where == "permission" else errno.ENOSPC,
+                    os.strerror(errno.EACCES if where == "permission" else errno.ENOSPC))  # fmt: skip
+    if where == "rename":
+        monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(fault))
+    else:
+        monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(fault))
+    with pytest.raises(WriteError) as caught:
+        files.write_json(target, {"a": 2})
+    monkeypatch.undo()
+    said = str(caught.value)
+    assert said.startswith(f"{target}: cannot be written (") and "\n" not in said
+    assert ("Permission denied" in said and "permissions" in said) if where == "permission" else (
+        "No space left on device" in said and "free disk space" in said)  # fmt: skip
+    assert "the earlier file is kept unchanged" in said
+    assert files.read_json(target) == {"a": 1} and [f.name for f in target.parent.iterdir()] == ["summary.json"]
+    with pytest.raises(WriteError, match="nothing was written in its place"):
+        monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(fault))
+        files.write_text(tmp_path / "new.txt", "x")
+    assert not (tmp_path / "new.txt").exists()
+
+
+def test_atomic_group_renames_all_or_nothing(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    files.write_json(a, "old a")
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_group():
+            files.write_json(a, "new a")
+            with files.atomic_group():  # joins the outer group
+                files.write_json(b, "new b")
+            assert files.read_json(a) == "old a" and not b.exists()
+            raise KeyboardInterrupt
+    assert files.read_json(a) == "old a" and sorted(f.name for f in tmp_path.iterdir()) == ["a.json"]
+    with files.atomic_group():
+        files.write_json(a, "new a")
+        files.write_json(b, "new b")
+    assert (files.read_json(a), files.read_json(b)) == ("new a", "new b")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.json", "b.json"]

@@ -321,6 +321,37 @@ def test_folder_mode_writes_the_good_volumes_and_names_the_bad_one(tmp_path, fak
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["good_seg.json", "good_seg.nii.gz"]
 
 
+@pytest.mark.reliability("one line: 'liverlib segment: error: PATH.npz: cannot be written (No space left on device); "
+                         "nothing was written in its place; ...'", 1,
+                         "none of the set (mask, sidecar, probabilities, report); a rerun is not refused")  # fmt: skip
+def test_outputs_are_all_or_nothing(tmp_path, fake, monkeypatch, capsys):
+    """A full disk during the second of segment's writes (--save-probabilities --report): the mask used to stay, and
+    the rerun was refused ('output exists')."""
+    import errno
+
+    vol = tmp_path / "ct.nii.gz"
+    _random_volume(vol, (32, 32, 3), ("L", "P", "S"))
+    out, probs, report = tmp_path / "out" / "mask.nii.gz", tmp_path / "out" / "p.npz", tmp_path / "out" / "r.json"
+    args = ["segment", "--checkpoint", str(fake), "--input", str(vol), "--output", str(out), "--device", "cpu",
+            "--save-probabilities", str(probs), "--report", str(report)]  # fmt: skip
+
+    def full(path, **arrays):
+        Path(path).write_bytes(b"PK half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(seg.np, "savez_compressed", full)
+        assert main(args) == 1
+    err = capsys.readouterr().err.split("\r")[-1].strip()  # after the progress bar
+    assert (
+        err.startswith(f"liverlib segment: error: {probs}: cannot be written (No space left on device)")
+        and "\n" not in err
+    )
+    assert list(out.parent.iterdir()) == []  # no mask, sidecar, report or temporary
+    assert main(args) == 0  # not refused over a half-written set
+    assert sorted(f.name for f in out.parent.iterdir()) == ["mask.json", "mask.nii.gz", "p.npz", "r.json"]
+
+
 def test_cli_returns_0_on_success_and_2_with_a_message(tmp_path, tiny_ckpt, capsys):
     vol = tmp_path / "ct.nii.gz"
     _random_volume(vol, (32, 32, 4), ("L", "P", "S"))

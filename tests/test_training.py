@@ -189,6 +189,34 @@ def test_sigterm_is_handled_like_ctrl_c(prepared: Path, tmp_path: Path) -> None:
     assert train(p, progress=False, stop_after=1)["resumed_from"] == done
 
 
+@pytest.mark.reliability("one line: 'liverlib train: error: PATH/last.pt: cannot be written (the checkpoint writer "
+                         "failed (... file write failed; a full disk?)); the earlier file is kept unchanged; ...'", 1,
+                         "last.pt of the last complete epoch")  # fmt: skip
+def test_a_failed_checkpoint_write_is_one_line_naming_it(prepared: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A full disk during a checkpoint write: `liverlib train` showed a traceback ending in 'RuntimeError: [enforce fail
+    at inline_container.cc:672] ... file write failed'."""
+    from liverlib.pipeline.cli import main
+
+    p = _params(prepared, "full_disk", epochs=2)
+    train(p, progress=False, stop_after=1)
+    last = prepared / "full_disk/models/hybrid/last.pt"
+    before = last.read_bytes()
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({**TINY, "epochs": 2, "output_root": str(prepared), "run_name": "full_disk"}))
+
+    def full(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", full)
+    assert main(["train", "-f", str(profile)]) == 1
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.startswith("liverlib")]
+    assert len(err) == 1 and err[0].startswith(f"liverlib train: error: {last}: cannot be written (the checkpoint "
+                                               "writer failed (") and "the earlier file is kept unchanged" in err[0]  # fmt: skip
+    assert last.read_bytes() == before and not list(last.parent.glob(".last.*"))
+
+
 def test_cache_made_with_other_preprocessing_is_refused(prepared: Path) -> None:
     with pytest.raises(RunError, match="other preprocessing"):
         train(_params(prepared, "other", use_clahe=False), progress=False)

@@ -9,6 +9,7 @@ pickle that runs code — is refused before any of it executes.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     model's checkpoint gets its training statistics (:func:`attach_normalization`)."""
     state = attach_normalization(state, path)
     with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # a full disk: "[enforce fail at inline_container.cc] … file write failed"
+            if "PytorchStreamWriter" not in str(exc) and "inline_container" not in str(exc):
+                raise
+            raise OSError(errno.EIO, f"the checkpoint writer failed ({' '.join(str(exc).split())[:160]}; a full disk?)",
+                          str(tmp)) from None  # fmt: skip
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from liverlib.data.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.errors import CaseError, RunError
 from liverlib.evaluation.inference import PRECISIONS, autocast_dtype, predict_volume
 from liverlib.evaluation.per_volume import keep_largest_liver
-from liverlib.files import atomic_write, write_json
+from liverlib.files import atomic_group, atomic_write, write_json
 from liverlib.labels import CLASS_NAMES, LABELS
 from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.params import PREPROCESS_KEYS
@@ -319,24 +320,31 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
     options = {"tta": tta, "postprocess": postprocess, "precision": precision, "autocast_dtype": str(dtype or "fp32"),
                "batch_size": batch_size, "series": series, "resample_dicom": resample_dicom}  # fmt: skip
     results, failed = [], []
-    for job in jobs:
-        try:
-            seg = segment_volume(model, cfg, job.input, device=dev, batch_size=batch_size, precision=precision, amp=amp,
-                                 tta=tta, postprocess=postprocess, keep_probabilities=job.probabilities is not None,
-                                 series=series, progress=progress, resample_dicom=resample_dicom)  # fmt: skip
-        except CaseError as exc:
-            if len(jobs) == 1:
-                raise
-            failed.append(str(exc))
-            print(f"skipped: {exc}", flush=True)
-            continue
-        t0 = time.perf_counter()
-        write_outputs(seg, job)
-        seg.seconds["write"] = time.perf_counter() - t0
-        results.append(volume_summary(seg, job))
-        _print_row(results[-1])
-    if report is not None:
-        write_json(Path(report).expanduser(), run_report(checkpoint, ckpt, dev, options, results))
+    # all or nothing: one volume's mask, sidecar and probabilities (and, for one input, the report) are renamed into
+    # place together at the end, so a failed or killed run leaves no half-written set that a rerun would refuse
+    with atomic_group() if len(jobs) == 1 else nullcontext():
+        for job in jobs:
+            try:
+                seg = segment_volume(model, cfg, job.input, device=dev, batch_size=batch_size, precision=precision,
+                                     amp=amp, tta=tta, postprocess=postprocess, series=series, progress=progress,
+                                     keep_probabilities=job.probabilities is not None, resample_dicom=resample_dicom)  # fmt: skip
+            except CaseError as exc:
+                if len(jobs) == 1:
+                    raise
+                failed.append(str(exc))
+                print(f"skipped: {exc}", flush=True)
+                continue
+            t0 = time.perf_counter()
+            with atomic_group():
+                write_outputs(seg, job)
+            seg.seconds["write"] = time.perf_counter() - t0
+            results.append(volume_summary(seg, job))
+            if len(jobs) > 1:  # written now; one input's files are in place only when the group ends
+                _print_row(results[-1])
+        if report is not None:
+            write_json(Path(report).expanduser(), run_report(checkpoint, ckpt, dev, options, results))
+    if len(jobs) == 1:
+        _print_row(results[0])
     if failed:
         raise CaseError(f"{len(failed)} of {len(jobs)} volumes failed ({len(results)} written): " + "; ".join(failed))
     return results
