@@ -128,6 +128,11 @@ class RunDir:
             self.record(stage, values)
         return False
 
+    def withdraw(self, stage: str) -> None:
+        """Delete ``stages/<stage>.json`` before a rerun of ``stage`` starts replacing its outputs: the record is the
+        stage's commit point, so a rerun that is killed or fails leaves no record beside partial outputs."""
+        (self.root / "stages" / f"{stage}.json").unlink(missing_ok=True)
+
     def record(self, stage: str, values: dict[str, Any]) -> None:
         """Write ``stages/<stage>.json`` (call after the stage's outputs are written)."""
         write_json(self.root / "stages" / f"{stage}.json", json_ready(values))

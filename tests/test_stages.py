@@ -117,3 +117,31 @@ def test_report_refuses_a_stage_04_that_did_not_finish(trained: Path) -> None:
     assert not (run / "report.md").exists()
     record.write_text(kept, encoding="utf-8")  # a finished stage 04: reported
     assert stages.run_figures(p)["report"].is_file()
+
+
+@pytest.mark.reliability("stage 06 on a run whose stage 04 rerun was killed: 'PATH/stages/04_evaluation.json: missing: "
+                         "stage 04 (evaluation) did not finish in this run ...'", 1,
+                         "no report.md written; a complete rerun of stage 04 records it again")  # fmt: skip
+def test_a_killed_rerun_of_stage_04_leaves_no_old_record(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun of stage 04 killed after rewriting summary.json, before Figs. 8-11: the first run's record stayed beside
+    the new partial outputs, so stage 06 would report them as finished."""
+    from liverlib.report import report
+
+    run = _copy(trained, "rerun04")
+    p = resolve(**TINY, output_root=str(trained), run_name="rerun04")
+    stages.run_evaluation(p, progress=False)
+    record = run / "stages/04_evaluation.json"
+    assert record.is_file()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(report, "render_evaluation", killed)
+        with pytest.raises(KeyboardInterrupt):
+            stages.run_evaluation(p, progress=False)
+    assert not record.exists() and (run / "summary.json").is_file()
+    with pytest.raises(RunError, match=rf"^{record}: missing: stage 04 \(evaluation\) did not finish"):
+        stages.run_figures(p)
+    stages.run_evaluation(p, progress=False)
+    assert record.is_file()

@@ -234,6 +234,7 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     run = RunDir.from_params(p)
     run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
     require_tracking(p)
+    run.withdraw("04_evaluation")  # a rerun killed from here on leaves no old record beside new partial outputs
     ev = evaluate(p, progress=progress)
     write_outputs(run, ev)
     log_evaluation(p, run.root, p.model, ev["summary"], run.root / "summary.json")
