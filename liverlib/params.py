@@ -276,6 +276,24 @@ RUN_KEYS = ("run_name", "output_root", "overwrite")
 """Which run a stage works on, and whether it may replace outputs made with other parameters."""
 
 
+def read_run_parameters(path: Path, run_name: str) -> dict[str, Any]:
+    """The validated ``parameters`` of a run's ``params.json`` (written by notebook 01).
+
+    Raises:
+        ParamError: naming ``path``: not valid JSON (e.g. cut short by a full disk), not a run's parameters, or a
+            bad value; the message says to rerun notebook 01 for ``run_name``.
+    """
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["parameters"]
+    except json.JSONDecodeError as exc:  # e.g. cut short by a full disk or a killed copy
+        raise ParamError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); rerun notebook 01 "
+                         f"for run {run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
+    except (OSError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ParamError(f"{path}: not the run's parameters ({type(exc).__name__}: {exc}); rerun notebook 01 for run "
+                         f"{run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
+    return validate(recorded, str(path))
+
+
 def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overrides: Any) -> Params:
     """The parameters of notebook ``stage`` (02–06): the run's recorded ones, plus what the stage may change.
 
@@ -300,15 +318,7 @@ def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overr
         raise ParamError(
             f"{path}: missing; run notebook 01 for run {run_name!r} first (it records the run's parameters)"
         )
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))["parameters"]
-    except json.JSONDecodeError as exc:  # e.g. cut short by a full disk or a killed copy
-        raise ParamError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); rerun notebook 01 "
-                         f"for run {run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
-    except (OSError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ParamError(f"{path}: not the run's parameters ({type(exc).__name__}: {exc}); rerun notebook 01 for run "
-                         f"{run_name!r} with its parameters (it rewrites the file)") from None  # fmt: skip
-    recorded = validate(recorded, str(path))
+    recorded = read_run_parameters(path, str(run_name))
     may = set(STAGE_KEYS[stage]) | set(RUN_KEYS)
     differ = sorted(k for k, v in values.items() if k not in may and k != "profiles" and
                     json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k])))  # fmt: skip

@@ -117,3 +117,35 @@ def test_failed_rerun_keeps_the_last_good_notebook(code: str, says: str, tmp_pat
     assert says in err and str(out / "smoke/notebooks/failed/01_x.ipynb") in err
     assert "good run" in executed.read_text(encoding="utf-8")  # the last good run's notebook is kept
     assert (out / "smoke/notebooks/failed/01_x.ipynb").is_file()
+
+
+@pytest.mark.reliability("continues with the run's settings; a --set that differs: 'PATH/params.json: run 'r' was made "
+                         "with other settings than epochs=5 (the run has 3); leave them out to continue it, ...'", 2,
+                         "the run folder as it was; nothing run")  # fmt: skip
+def test_only_and_start_continue_a_run_with_its_recorded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """After `study ... --only 01 02 --set epochs=3`, the same command with `--only 03` and without the --set failed in
+    notebook 03 ('epochs differ from the run's parameters'): every --set of notebook 01 had to be retyped."""
+    from liverlib.files import write_json
+    from liverlib.params import load_profiles, resolve
+
+    names = ["01_curation.ipynb", "02_preprocessing.ipynb", "03_training.ipynb", "04_evaluation.ipynb"]
+    monkeypatch.setattr(study, "notebooks", lambda root=None: [tmp_path / n for n in names])
+    ran: list[tuple[str, dict]] = []
+    monkeypatch.setattr(study, "execute_notebook", lambda nb, out_dir, values: ran.append((nb.name, dict(values))))
+    out = tmp_path / "out"
+    profile = load_profiles(*PROFILES[1::2])
+    recorded = dict(resolve(**{**profile, "profiles": [], "epochs": 3, "output_root": str(out), "run_name": "r"}))
+    write_json(out / "r/params.json", {"parameters": recorded})
+    args = ["study", *PROFILES, "--set", f"output_root={out}", "--run-name", "r"]
+    assert main([*args, "--only", "03", "--set", "device=cpu"]) == 0
+    assert [n for n, _ in ran] == ["03_training.ipynb"] and ran[0][1]["epochs"] == 3 and ran[0][1]["device"] == "cpu"
+    assert main([*args, "--start", "03", "--set", "epochs=3"]) == 0  # a value equal to the run's is no conflict
+    assert [n for n, _ in ran[1:]] == ["03_training.ipynb", "04_evaluation.ipynb"]
+    capsys.readouterr()
+    assert main([*args, "--only", "03", "04", "--set", "epochs=5"]) == 2
+    err = _err(capsys)
+    assert f"{out / 'r/params.json'}: run 'r' was made with other settings than epochs=5 (the run has 3)" in err
+    assert len(ran) == 3
+    assert main([*args, "--only", "01", "03"]) == 0  # notebook 01 runs: the profile's values, as for a new run
+    assert ran[-1][1]["epochs"] == profile["epochs"] != 3

@@ -27,6 +27,7 @@ from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_text
 from liverlib.locks import holds, run_lock
 from liverlib.params import RUN_KEYS, STAGE_KEYS, ParamError, Params, load_profiles, project_root, resolve
+from liverlib.pipeline.continuation import continued_values, runs_first
 from liverlib.progress import ENV as PROGRESS_ENV
 from liverlib.progress import RUNNER
 from liverlib.run import RunDir
@@ -85,6 +86,8 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
         SystemExit: at the first failing notebook, after printing its error and partial output path.
     """
     values = study_parameters(profiles, overrides)
+    # continuing a run (01 not chosen): its recorded settings, so the --set values of its notebook 01 need no retyping
+    values = continued_values(values, overrides or {}, runs_curation=runs_first(notebooks()[0].name, start, only))
     p = resolve(**values)
     from liverlib.pipeline.ablation import arms_to_run
 

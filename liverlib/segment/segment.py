@@ -266,6 +266,16 @@ def _print_row(r: dict[str, Any]) -> None:
           flush=True)  # fmt: skip
 
 
+def _check_options(batch_size: int, precision: str, overwrite: bool, skip_existing: bool) -> None:
+    """Refuse bad options of :func:`segment_file` before any work (RunError)."""
+    if batch_size < 1:
+        raise RunError(f"batch size must be at least 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if overwrite and skip_existing:
+        raise RunError("--overwrite and --skip-existing exclude each other; pass one")
+
+
 def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, *, device: str = "auto",
                  batch_size: int = 16, overwrite: bool = False, skip_existing: bool = False, postprocess: bool = True,
                  tta: bool = False, precision: str = "auto", amp: bool = False,
@@ -302,12 +312,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
         RunError: missing or non-liverlib checkpoint, unknown device or precision, CUDA requested but
             unavailable, ``batch_size`` < 1, or ``overwrite`` with ``skip_existing``.
     """
-    if batch_size < 1:
-        raise RunError(f"batch size must be at least 1, got {batch_size}")
-    if precision not in PRECISIONS:
-        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if overwrite and skip_existing:
-        raise RunError("--overwrite and --skip-existing exclude each other; pass one")
+    _check_options(batch_size, precision, overwrite, skip_existing)
     jobs = plan_outputs(input, output, overwrite=overwrite, skip_existing=skip_existing, probabilities=probabilities,
                         report=report, series=series)  # fmt: skip
     if not jobs:
