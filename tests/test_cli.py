@@ -149,3 +149,46 @@ def test_only_and_start_continue_a_run_with_its_recorded_settings(tmp_path: Path
     assert len(ran) == 3
     assert main([*args, "--only", "01", "03"]) == 0  # notebook 01 runs: the profile's values, as for a new run
     assert ran[-1][1]["epochs"] == profile["epochs"] != 3
+
+
+_STUDY_DRIVER = """
+import sys
+from pathlib import Path
+import liverlib.pipeline.study as study
+from liverlib.pipeline.cli import main
+study.notebooks = lambda root=None: [Path(sys.argv[1])]
+sys.exit(main(["study", *sys.argv[3:], "--set", f"output_root={sys.argv[2]}"]))
+"""
+"""Runs `liverlib study` on one given notebook (argv: notebook, output root, profile arguments)."""
+
+
+@pytest.mark.slow
+@pytest.mark.reliability("'liverlib study: interrupted in 01_x.ipynb (partial notebook PATH); rerun the same command to "
+                         "resume: ...', the same line as Ctrl-C", 143,
+                         "the partial notebook (valid JSON) in notebooks/failed/; the last good one")  # fmt: skip
+def test_sigterm_to_study_is_handled_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM to `liverlib study` while a notebook runs: it used to exit 143 with nothing printed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    nb = _notebook(tmp_path / "01_x.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(300)")
+    driver = tmp_path / "driver.py"
+    driver.write_text(_STUDY_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(driver), str(nb), str(tmp_path / "out"), *PROFILES], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    partial = tmp_path / "out/smoke/notebooks/failed/01_x.ipynb"
+    assert lines == [f"liverlib study: interrupted in 01_x.ipynb (partial notebook {partial}); rerun the same command "
+                     "to resume: finished stages and epochs are reused"]  # fmt: skip
+    nbformat.read(partial, as_version=4)  # valid JSON
