@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from liverlib.pipeline.cli import main
 
 from liverlib.locks import LOCK_NAME, build_lock, holds, read_holder, run_lock
+from liverlib.pipeline.cli import main
 from liverlib.run import RunError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from liverlib.pipeline.cli import main
 
 from liverlib.params import resolve
+from liverlib.pipeline.cli import main
 from liverlib.pipeline.pool import pool_folds
 from liverlib.run import RunError
 
