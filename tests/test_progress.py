@@ -107,3 +107,24 @@ def test_curation_with_data_dir_auto_reuses_the_phantom_run(tmp_path: Path, monk
     assert len(again["manifest"]) > 0
     with pytest.raises(RunError, match=r"\(data_dir\)"):  # another folder is other data
         stages.run_curation(resolve(**{**p, "data_dir": str(tmp_path / "elsewhere")}), progress=False)
+
+
+@pytest.mark.reliability
+def test_no_cuda_note_of_a_curated_run_counts_its_own_training_slices(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's "no CUDA device" note of a run that is already curated is computed from the run's real training
+    split (its manifest.csv), not from an estimate of the profile."""
+    import pandas as pd
+    import torch
+
+    from liverlib.pipeline.study import warn_gpu_sized_job
+    from liverlib.training.loop import cpu_hours
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = resolve(output_root=str(tmp_path), run_name="big", data_dir="phantom", image_size=256, epochs=100)
+    run = RunDir.from_params(p)
+    pd.DataFrame({"split": ["train"] * 5000 + ["test"] * 10}).to_csv(run.manifest, index=False)
+    warn_gpu_sized_job(p)
+    out = capsys.readouterr().out
+    assert f"about {cpu_hours(256, 5000, 100):,.0f} h" in out, out

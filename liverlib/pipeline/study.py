@@ -131,13 +131,18 @@ def run_study(profiles: list[str], *, overrides: dict[str, Any] | None = None, s
 
 
 def warn_gpu_sized_job(p: Params) -> None:
-    """Say at the start when a GPU-sized run (the paper or full_lits profile) will train on the CPU, and for how long."""
+    """Say at the start when a GPU-sized run (the paper or full_lits profile) will train on the CPU, and for how long:
+    from the run's own training split once it is curated (``manifest.csv``), else estimated from the profile."""
+    import pandas as pd
     import torch
 
     from liverlib.training.loop import cpu_hours
 
     if p.device in ("auto", "cpu") and not torch.cuda.is_available():
-        if p.data_dir == "phantom":  # about half of a phantom case's slices hold liver; 80 % of the volumes train
+        manifest = RunDir.from_params(p).manifest
+        if manifest.is_file():  # a run that is curated already: its real training split
+            slices = float((pd.read_csv(manifest, usecols=["split"]).split == "train").sum())
+        elif p.data_dir == "phantom":  # about half of a phantom case's slices hold liver; 80 % of the volumes train
             slices = 0.8 * max(1, p.n_volumes or p.phantom_cases) * sum(p.phantom_slices) / 4
         else:  # the paper: 1,350 training slices per 11 volumes
             slices = paper.SPLITS["train"][1] * max(1, p.n_volumes or 131) / sum(v for v, _ in paper.SPLITS.values())
