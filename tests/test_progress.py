@@ -109,7 +109,11 @@ def test_curation_with_data_dir_auto_reuses_the_phantom_run(tmp_path: Path, monk
         stages.run_curation(resolve(**{**p, "data_dir": str(tmp_path / "elsewhere")}), progress=False)
 
 
-@pytest.mark.reliability
+@pytest.mark.reliability(
+    "'note: no CUDA device; 100 epochs at 256² will train on the CPU for about N h', N from the run's training slices",
+    0,
+    "the run continues",
+)
 def test_no_cuda_note_of_a_curated_run_counts_its_own_training_slices(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
