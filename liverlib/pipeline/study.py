@@ -52,6 +52,18 @@ class _QuietParameters(logging.Filter):
 logging.getLogger("papermill").addFilter(_QuietParameters())
 
 
+class _QuietInterruptedClient(logging.Filter):
+    """Drop asyncio's "Task exception was never retrieved" (with its traceback) that jupyter_client's pending tasks
+    leave when a kernel is interrupted or killed under Ctrl-C or SIGTERM: the runner has already printed the one
+    line that says what happened and how to resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietInterruptedClient())
+
+
 def notebooks(root: Path | None = None) -> list[Path]:
     """The study's notebooks in order (``notebooks/NN_*.ipynb``)."""
     nb_dir = (root or project_root()) / "notebooks"
