@@ -68,10 +68,6 @@ class RunDir:
     def tables(self) -> Path:
         return self.root / "tables"
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
     def figure(self, name: str) -> Path:
         """``figures/<name>.png``."""
         return self.figures / f"{name}.png"

@@ -251,6 +251,6 @@ def write_outputs(run: RunDir, result: dict[str, Any], prefix: str = "") -> None
     if result.get("per_slice_native") is not None:
         write_table(result["per_slice_native"], base / "per_slice_native.csv", markdown=False)
     write_json(base / "summary.json", result["summary"])
-    # test slices at the model's resolution, for Figs. 9-11 (notebook 06)
+    # test slices at the model's resolution, for Figs. 9-11 (drawn by notebook 04, report.render_evaluation)
     with atomic_write(base / "test_predictions.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **result["arrays"])

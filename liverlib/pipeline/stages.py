@@ -1,6 +1,7 @@
 """One function per notebook stage: each reads the run folder's files, writes its own, returns what to show.
 
-Notebooks stay thin: a parameters cell, ``P = liverlib.resolve_params(globals())`` and a few calls here.
+Notebooks stay thin: a parameters cell, ``P = liverlib.stage_params("NN", globals())`` (notebook 01:
+``liverlib.resolve_params(globals())``, which records the run's parameters) and a few calls here.
 """
 
 from __future__ import annotations
