@@ -167,3 +167,18 @@ def test_compiled_path_is_built_only_when_asked():
     assert list(paths) == ["naive", "fast", "fast, compiled"]
     a, b = paths["fast"].model.state_dict(), paths["fast, compiled"].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same starting weights: the loss compares them
+
+
+def test_cpu_bf16_instructions_names_the_flags_it_finds(tmp_path):
+    """The benchmark's machine table names the CPU's bf16 instruction sets from its ``flags`` line: AMX and
+    AVX512-BF16 where listed, none on an AVX2-only CPU or where the file is missing."""
+    from liverlib.bench.timing import cpu_bf16_instructions
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Some Xeon\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert cpu_bf16_instructions(str(info)) == ["AMX-BF16", "AVX512-BF16"]
+    info.write_text("flags\t\t: fpu sse avx2 avx512_bf16\n")
+    assert cpu_bf16_instructions(str(info)) == ["AVX512-BF16"]
+    info.write_text("flags\t\t: fpu sse avx2\n")
+    assert cpu_bf16_instructions(str(info)) == []
+    assert cpu_bf16_instructions(str(tmp_path / "missing")) == []

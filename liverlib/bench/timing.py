@@ -207,6 +207,18 @@ def count_flops(name: str, size: int) -> dict[str, float]:
             "linear": share("mm", "addmm"), "attention": share("bmm", "baddbmm")}  # fmt: skip
 
 
+def cpu_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU's bf16 instruction sets by their flags in ``cpuinfo`` (``amx_bf16`` → "AMX-BF16",
+    ``avx512_bf16`` → "AVX512-BF16"); empty where none is listed or the file cannot be read (not Linux)."""
+    names = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+    try:
+        flags = next(ln.split(":", 1)[1].split() for ln in open(cpuinfo, encoding="utf-8", errors="replace")
+                     if ln.startswith("flags"))  # fmt: skip
+    except (OSError, StopIteration):
+        return []
+    return [name for flag, name in names.items() if flag in flags]
+
+
 def machine_info(device: torch.device) -> dict[str, str]:
     """What the numbers were measured on: date, CPU, cores, torch and threads, device, versions, load."""
     from liverlib.runtime import provenance
@@ -240,7 +252,8 @@ def machine_info(device: torch.device) -> dict[str, str]:
                           + (f"{peak / 1e3:,.0f} TFLOP/s" if peak else "unknown (not in the table)"))  # fmt: skip
     else:
         native = cpu_bf16_supported()
-        info["device"] = ("CPU, native bf16 (oneDNN): fast path under bf16 autocast" if native else
+        isa = " and ".join(cpu_bf16_instructions()) or "oneDNN's check"
+        info["device"] = (f"CPU, native bf16 ({isa}; oneDNN): fast path under bf16 autocast" if native else
                           f"CPU without native bf16 (oneDNN; capability {torch.backends.cpu.get_cpu_capability()}): "
                           "fast path in fp32")  # fmt: skip
     v = prov["versions"]
