@@ -64,20 +64,43 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def amp_settings(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> tuple[bool, torch.dtype | None, bool]:
-    """(use autocast, dtype, use grad scaler): on CUDA bf16 where supported, fp16 + scaler otherwise (T4).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+"""Values of ``precision`` (``segment --precision``; evaluation and training use ``auto`` or, with amp off, ``fp32``)."""
 
-    On the CPU autocast is off unless ``cpu_bf16`` is asked for and :func:`cpu_bf16_supported` (then bf16,
-    no scaler); existing callers that pass two arguments keep CPU runs in fp32.
+
+def autocast_dtype(device: torch.device | str, precision: str = "auto", amp: bool = False,
+                   cpu_bf16: bool = True) -> torch.dtype | None:  # fmt: skip
+    """The one precision rule: the autocast dtype of a forward pass, or None for plain fp32.
+
+    ``fp32``: None. ``bf16``: bfloat16 on any device. ``auto``: on CUDA autocast only with ``amp`` (bf16 where
+    supported, else fp16, which training pairs with a grad scaler: :func:`amp_settings`); on a CPU bf16 where
+    ``cpu_bf16`` and :func:`cpu_bf16_supported` (there bf16 is native; elsewhere it is emulated and several times
+    slower than fp32), else fp32; on other devices fp32.
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
     """
-    if not enabled:
-        return False, None, False
-    if device.type != "cuda":
-        native = cpu_bf16 and device.type == "cpu" and cpu_bf16_supported()
-        return (True, torch.bfloat16, False) if native else (False, None, False)
-    if torch.cuda.is_bf16_supported():
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_bf16 and cpu_bf16_supported() else None
+
+
+def amp_settings(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> tuple[bool, torch.dtype | None, bool]:
+    """(use autocast, dtype, use grad scaler) of the study's ``amp`` switch: :func:`autocast_dtype` under ``auto``
+    when ``enabled``, fp32 otherwise; the scaler goes with fp16 (CUDA without bf16, e.g. a T4).
+
+    On the CPU autocast is off unless ``cpu_bf16`` is asked for and native; callers that pass two arguments keep
+    CPU runs in fp32.
+    """
+    dtype = autocast_dtype(device, "auto", amp=True, cpu_bf16=cpu_bf16) if enabled else None
+    return dtype is not None, dtype, dtype == torch.float16
 
 
 def distributed_context() -> tuple[int, int, int]:

@@ -22,10 +22,11 @@ from liverlib.data.nifti import load_case
 from liverlib.data.phantom import make_case, phantom_affine
 from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import CaseError, RunError
-from liverlib.evaluation.inference import autocast_dtype, predict_volume
+from liverlib.evaluation.inference import predict_volume
 from liverlib.labels import LABELS
 from liverlib.model.hybrid import build_model
 from liverlib.pipeline.cli import main
+from liverlib.runtime import autocast_dtype
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "example_ct_sm.nii.gz"
 """ The shared small real CT (122 × 101 × 30, 3 mm, RAS), beside the repository in ``../shared``."""
@@ -481,12 +482,16 @@ def test_cli_tta_and_report_record_it(tmp_path, monkeypatch):
 
 
 def test_precision_choice_and_bf16_on_cpu(monkeypatch):
-    import liverlib.evaluation.inference as inference
+    import liverlib.runtime as runtime
 
     for native, auto in ((True, torch.bfloat16), (False, None)):  # auto: bf16 where the CPU has it natively
-        monkeypatch.setattr(inference, "cpu_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda native=native: native)
         assert autocast_dtype("cpu", "auto") is auto and autocast_dtype("cpu", "auto", amp=True) is auto
         assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cpu", "bf16") == torch.bfloat16
+        assert autocast_dtype("cpu", "auto", cpu_bf16=False) is None  # the study's cpu_bf16 off: fp32
+        # training's reading of the same rule: the amp switch, the CPU only with cpu_bf16
+        assert runtime.amp_settings(torch.device("cpu"), True, cpu_bf16=True) == (auto is not None, auto, False)
+        assert runtime.amp_settings(torch.device("cpu"), True) == (False, None, False)
     monkeypatch.undo()
     with pytest.raises(ValueError, match="precision must be one of"):
         autocast_dtype("cpu", "fp16")

@@ -44,7 +44,7 @@ from liverlib.model.checkpoint import (
 from liverlib.params import Params
 from liverlib.progress import bar
 from liverlib.run import RunDir
-from liverlib.runtime import amp_settings, provenance, resolve_device
+from liverlib.runtime import provenance, resolve_device
 
 VOLUME_RULES = {
     "dice": "nan: a volume whose prediction and ground truth are both empty for a class is left out of means",
@@ -87,12 +87,10 @@ def evaluate(
     # per slice (paper): the curated test slices at the model's resolution
     images = np.stack([cache.image(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
     gt = np.stack([cache.mask(v)[s] for v, s in zip(test.volume_id, test.slice_idx)])
-    # the precision training runs in (amp_settings): CUDA follows amp; a CPU runs bf16 only with cpu_bf16 (where
-    # native), so the study's CPU numbers do not depend on which CPU ran them
-    use_amp = amp_settings(device, p.amp, cpu_bf16=p.cpu_bf16)[0]
-    precision = "auto" if device.type == "cuda" else "bf16" if use_amp else "fp32"
-    pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, amp=p.amp, precision=precision,
-                          progress=progress, desc="test slices")  # fmt: skip
+    # the precision training runs in (runtime.autocast_dtype, the study's amp switch as runtime.amp_settings reads it)
+    precision = {"precision": "auto" if p.amp else "fp32", "amp": p.amp, "cpu_bf16": p.cpu_bf16}
+    pred = predict_labels(model, images, batch_size=p.eval_batch_size, device=device, **precision, progress=progress,
+                          desc="test slices")  # fmt: skip
     per_slice = per_slice_table(
         pred, gt, ids={"volume_id": test.volume_id.to_numpy(), "slice_idx": test.slice_idx.to_numpy()}
     )
@@ -108,7 +106,7 @@ def evaluate(
     for r in bar(list(vols.itertuples()), desc="test volumes", unit="vol", disable=not progress):
         case = load_case(r.volume_path, r.mask_path)
         labels = predict_labels(model, cache.image(r.volume_id), out_size=case.mask.shape[1:], batch_size=p.eval_batch_size,
-                                device=device, amp=p.amp, precision=precision)  # fmt: skip
+                                device=device, **precision)  # fmt: skip
         idx = test.slice_idx[test.volume_id == r.volume_id].to_numpy()
         native.append(per_slice_table(labels[idx], case.mask[idx],
                                       ids={"volume_id": np.full(idx.size, int(r.volume_id)), "slice_idx": idx}))  # fmt: skip

@@ -1,9 +1,10 @@
 """Batched inference: preprocessed slices → class probabilities → labels at the original in-plane size.
 
-Precision (``precision``): ``fp32``; ``bf16`` = ``torch.autocast`` in bfloat16 on CPU or CUDA; ``auto`` = bf16 on
-a CPU with native bf16 (AVX512-BF16 or AMX: 1.74–1.88× faster than fp32 on a 512×512×100 volume, 99.66–99.91 %
-of voxels agreeing with a trained model; docs/segment.md), fp32 on other CPUs (there bf16 is emulated and several times
-slower), and on CUDA autocast only when ``amp`` is set (bf16 where supported, else fp16). Test-time augmentation (``tta``): the softmax
+Precision (``precision``, the one rule :func:`liverlib.runtime.autocast_dtype`): ``fp32``; ``bf16`` =
+``torch.autocast`` in bfloat16 on CPU or CUDA; ``auto`` = bf16 on a CPU with native bf16 (AVX512-BF16 or AMX:
+1.74–1.88× faster than fp32 on a 512×512×100 volume, 99.66–99.91 % of voxels agreeing with a trained model;
+docs/segment.md) unless ``cpu_bf16`` is off, fp32 on other CPUs (there bf16 is emulated and several times slower),
+and on CUDA autocast only when ``amp`` is set (bf16 where supported, else fp16). Test-time augmentation (``tta``): the softmax
 probabilities are averaged over the identity and the horizontal, vertical and horizontal+vertical flips of
 each slice (nnU-Net's 2D mirroring), so one volume costs four forward passes.
 """
@@ -18,36 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from liverlib.progress import bar
-from liverlib.runtime import amp_settings, cpu_bf16_supported
-
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-"""Values of ``precision`` (``segment --precision``)."""
+from liverlib.runtime import autocast_dtype
 
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 """Flip dims of the test-time augmentation on (B, C, rows, cols): identity, horizontal, vertical, both."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 natively (:func:`liverlib.runtime.cpu_bf16_supported`); elsewhere bf16 is emulated."""
-    return cpu_bf16_supported()
-
-
-def autocast_dtype(device: torch.device | str, precision: str = "auto", amp: bool = False) -> torch.dtype | None:
-    """The autocast dtype of a forward pass, or None for plain fp32 (module docstring).
-
-    Raises:
-        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_bf16_supported() else None
-    return amp_settings(device, amp)[1] if device.type == "cuda" else None
 
 
 def _forward_probs(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None, tta: bool) -> torch.Tensor:
@@ -77,7 +52,7 @@ def iter_probabilities(model: torch.nn.Module, images: np.ndarray, *, out_size: 
         out_size: (rows, cols) the probabilities are resized to (bilinear); None keeps (S, S).
         batch_size: slices per forward pass.
         device: where the model runs.
-        dtype: autocast dtype (:func:`autocast_dtype`), None for fp32.
+        dtype: autocast dtype (:func:`liverlib.runtime.autocast_dtype`), None for fp32.
         tta: average over the flips of :data:`TTA_FLIPS`.
         channels_last: NHWC memory format (faster convolutions on CPU and GPU).
         progress: a progress bar over batches (liverlib.progress).
@@ -97,12 +72,14 @@ def iter_probabilities(model: torch.nn.Module, images: np.ndarray, *, out_size: 
 
 def predict_volume(model: torch.nn.Module, images: np.ndarray, *, out_size: tuple[int, int] | None = None,
                    batch_size: int = 16, device: torch.device | str = "cpu", precision: str = "auto", amp: bool = False,
-                   tta: bool = False, keep_probabilities: bool = False, channels_last: bool = True,
-                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+                   cpu_bf16: bool = True, tta: bool = False, keep_probabilities: bool = False,
+                   channels_last: bool = True, progress: bool = False,
+                   desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """Labels, and optionally probabilities, of preprocessed slices (see :func:`iter_probabilities`).
 
     Args:
-        precision: ``auto``, ``fp32`` or ``bf16`` (module docstring); ``amp`` is read only by ``auto`` on CUDA.
+        precision: ``auto``, ``fp32`` or ``bf16`` (module docstring); ``amp`` is read only by ``auto`` on CUDA,
+            ``cpu_bf16`` only by ``auto`` on a CPU.
         keep_probabilities: also return the probabilities.
         Others: as :func:`iter_probabilities`.
 
@@ -115,7 +92,7 @@ def predict_volume(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
     rows, cols = out_size or images.shape[1:]
     labels = np.empty((n, rows, cols), np.uint8)
     probs = np.empty((n, 3, rows, cols), np.float16) if keep_probabilities else None
-    dtype = autocast_dtype(device, precision, amp)
+    dtype = autocast_dtype(device, precision, amp, cpu_bf16)
     for start, prob in iter_probabilities(model, images, out_size=(rows, cols), batch_size=batch_size, device=device,
                                           dtype=dtype, tta=tta, channels_last=channels_last, progress=progress,
                                           desc=desc):  # fmt: skip
@@ -128,8 +105,8 @@ def predict_volume(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
 
 def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tuple[int, int] | None = None,
                    batch_size: int = 16, device: torch.device | str = "cpu", amp: bool = False,
-                   precision: str = "auto", tta: bool = False, channels_last: bool = True, progress: bool = False,
-                   desc: str = "predict") -> np.ndarray:  # fmt: skip
+                   precision: str = "auto", cpu_bf16: bool = True, tta: bool = False, channels_last: bool = True,
+                   progress: bool = False, desc: str = "predict") -> np.ndarray:  # fmt: skip
     """Segment preprocessed slices in batches: uint8 labels (N, rows, cols) in {0, 1, 2} (:func:`predict_volume`).
 
     Args:
@@ -141,12 +118,13 @@ def predict_labels(model: torch.nn.Module, images: np.ndarray, *, out_size: tupl
         device: where the model runs.
         amp: autocast on CUDA (bf16 where supported, else fp16) when ``precision`` is ``auto``.
         precision: ``auto``, ``fp32`` or ``bf16`` (module docstring).
+        cpu_bf16: ``auto`` on a CPU may use native bf16.
         tta: flip test-time augmentation.
         channels_last: NHWC memory format (faster convolutions on CPU and GPU).
         progress: a progress bar over batches (liverlib.progress).
         desc: the bar's label.
     """
     labels, _ = predict_volume(model, images, out_size=out_size, batch_size=batch_size, device=device,
-                               precision=precision, amp=amp, tta=tta, channels_last=channels_last, progress=progress,
-                               desc=desc)  # fmt: skip
+                               precision=precision, amp=amp, cpu_bf16=cpu_bf16, tta=tta, channels_last=channels_last,
+                               progress=progress, desc=desc)  # fmt: skip
     return labels

@@ -41,13 +41,13 @@ from liverlib.data.geometry import from_display
 from liverlib.data.nifti import Case, load_case, save_mask_like
 from liverlib.data.preprocess import PreprocessConfig, preprocess_volume
 from liverlib.errors import CaseError, RunError
-from liverlib.evaluation.inference import PRECISIONS, autocast_dtype, predict_volume
+from liverlib.evaluation.inference import predict_volume
 from liverlib.evaluation.per_volume import keep_largest_liver
 from liverlib.files import atomic_group, atomic_write, write_json
 from liverlib.labels import CLASS_NAMES, LABELS
 from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from liverlib.params import PREPROCESS_KEYS
-from liverlib.runtime import provenance, resolve_device
+from liverlib.runtime import PRECISIONS, autocast_dtype, provenance, resolve_device
 from liverlib.segment.plan import (  # noqa: F401  (re-exported for callers of liverlib.segment.segment)
     NIFTI_ENDINGS,
     PROB_SUFFIX,
@@ -156,7 +156,7 @@ def segment_volume(model: torch.nn.Module, cfg: PreprocessConfig, volume_path: s
         volume_path: a 3D NIfTI CT in Hounsfield units (any orientation), or a DICOM series folder.
         device: where the model runs.
         batch_size: slices per forward pass.
-        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.evaluation.inference`); ``amp``: autocast on CUDA under ``auto``.
+        precision: ``auto``, ``fp32`` or ``bf16`` (:func:`liverlib.runtime.autocast_dtype`); ``amp``: autocast on CUDA under ``auto``.
         tta: average probabilities over slice flips (:data:`~liverlib.evaluation.inference.TTA_FLIPS`).
         postprocess: keep only the largest liver component (:func:`keep_largest_liver`).
         keep_probabilities: also return the probabilities.
@@ -292,7 +292,7 @@ def segment_file(checkpoint: str | Path, input: str | Path, output: str | Path, 
         overwrite: replace existing outputs. ``skip_existing``: skip inputs whose mask exists (one line says so).
         postprocess: keep only the largest liver component, tumor only inside it (on by default).
         tta: flip test-time augmentation (4 forward passes per slice).
-        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`liverlib.evaluation.inference`). ``amp``: autocast on CUDA under ``auto``.
+        precision: ``auto``, ``fp32`` or ``bf16`` (:func:`liverlib.runtime.autocast_dtype`). ``amp``: autocast on CUDA under ``auto``.
         probabilities: ``.npz`` of float16 class probabilities per input (a folder in folder mode; see
             :func:`save_probabilities`).
         report: JSON file of versions, device, checkpoint, timings and volumes (:func:`run_report`).
