@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from liverlib.files import json_ready
+
 DEFAULTS: dict[str, Any] = {
     # run
     "run_name": "paper",  # folder under output_root
@@ -127,7 +129,29 @@ TRAIN_KEYS = PREPROCESS_KEYS + (
     "lr", "weight_decay", "plateau_factor", "plateau_patience", "lr_schedule", "warmup_epochs", "grad_clip",
     "feeder",
 )  # fmt: skip
-"""Parameters a training run is defined by; resuming with other values is refused."""
+"""Parameters a training run is defined by; resuming with other values is refused (``epochs`` may grow)."""
+
+GUARD_KEYS: dict[str, tuple[str, ...]] = {
+    "01": CURATION_KEYS,
+    "02": PREPROCESS_KEYS,
+    "03": tuple(k for k in TRAIN_KEYS if k != "epochs"),  # more epochs resume a finished or interrupted training
+    "04": ("model", "liver_lcc", "bootstrap_resamples", "train_baseline"),
+    "05": ("ablation_arms", "ablation_epochs"),
+    "06": (),  # the report reads only what 01-05 wrote (and guarded)
+}
+"""What each stage's rerun guard compares (:meth:`liverlib.run.RunDir.guard`): a rerun with other values is refused
+without ``overwrite``. Stage 02 guards its :class:`~liverlib.data.preprocess.PreprocessConfig` (these keys); stage 03
+also records them in every checkpoint, so an interrupted training resumes only with the same ones."""
+
+
+def changed_keys(before: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The keys of ``current`` whose values differ from the record ``before``, compared as JSON.
+
+    A key missing from an older record counts at its default (a key added to liverlib since that record); a key of
+    the record that ``current`` does not hold (no longer compared) is left out.
+    """
+    now, then = json_ready(dict(current)), json_ready(dict(before))
+    return sorted(k for k in now if then.get(k, json_ready(DEFAULTS.get(k))) != now[k])
 
 
 NULLABLE = ("data_dir", "cache_dir", "encoder_weights")
@@ -320,8 +344,7 @@ def stage_params(stage: str, namespace: Mapping[str, Any] | None = None, **overr
         )
     recorded = read_run_parameters(path, str(run_name))
     may = set(STAGE_KEYS[stage]) | set(RUN_KEYS)
-    differ = sorted(k for k, v in values.items() if k not in may and k != "profiles" and
-                    json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k])))  # fmt: skip
+    differ = changed_keys(recorded, {k: v for k, v in values.items() if k not in may and k != "profiles"})
     if differ:
         raise ParamError(f"notebook {stage}: {', '.join(differ)} differ from the run's parameters in {path}; these are "
                          "set in notebook 01 (rerun it, with overwrite: true where a stage ran) or use another run_name")  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from liverlib.errors import RunError
 from liverlib.files import json_ready, read_json, write_json
-from liverlib.params import DEFAULTS, ParamError, Params, resolve_path
+from liverlib.params import DEFAULTS, ParamError, Params, changed_keys, resolve_path
 
 
 def cache_root(p: Params) -> Path:
@@ -103,18 +103,15 @@ class RunDir:
             RunError: the stage ran before with other values and ``overwrite`` is False.
         """
         path = self.root / "stages" / f"{stage}.json"
-        current = json_ready(values)
         if path.is_file():
-            before = json.loads(path.read_text(encoding="utf-8"))
-            # a key added to liverlib since that run counts as unchanged while it has its default value
-            before = {**{k: v for k, v in json_ready(DEFAULTS).items() if k in current and k not in before}, **before}
-            # a key the stage no longer guards (e.g. eval_batch_size: how, not what, it scores) is not compared
-            before = {k: v for k, v in before.items() if k in current}
+            before, current = json.loads(path.read_text(encoding="utf-8")), values
             if resolved is not None:
-                before, current = json_ready(resolved(before)), json_ready(resolved(current))
-            if before == current:
+                # a key added to liverlib since that run counts at its default (changed_keys), here before resolving
+                before = resolved({**{k: DEFAULTS.get(k) for k in current}, **before})
+                current = resolved(dict(current))
+            changed = changed_keys(before, current)  # a key the stage no longer guards is not compared
+            if not changed:
                 return True
-            changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
             if not overwrite:
                 raise RunError(
                     f"{self.root}: stage '{stage}' already ran here with other parameters ({', '.join(changed)}); "

@@ -145,3 +145,50 @@ def test_a_killed_rerun_of_stage_04_leaves_no_old_record(trained: Path, monkeypa
         stages.run_figures(p)
     stages.run_evaluation(p, progress=False)
     assert record.is_file()
+
+
+@pytest.mark.reliability("'stage '03_training' already ran here with other parameters (lr)'", 1,
+                         "the trained model of the first run")  # fmt: skip
+def test_training_rerun_is_guarded_like_every_stage(trained: Path) -> None:
+    """Stage 03 has the stages' guard: a rerun with the same settings reuses the finished model (and may add epochs),
+    one with other settings is refused naming them; an interrupted training (no record yet) resumes from last.pt,
+    which compares the same keys."""
+    run = _copy(trained, "tr")
+    record, best = run / "stages/03_training.json", run / "models/hybrid/best.pt"
+    assert record.is_file() and "lr" in read_json(record) and "epochs" not in read_json(record)
+    before = best.stat().st_mtime_ns
+    p = resolve(**TINY, output_root=str(trained), run_name="tr")
+    assert stages.run_training(p, progress=False)["main"]["resumed_from"] == 1 and record.is_file()
+    with pytest.raises(RunError, match=r"'03_training' already ran here with other parameters \(lr\)"):
+        stages.run_training(resolve(**{**TINY, "lr": 5e-4}, output_root=str(trained), run_name="tr"), progress=False)
+    assert best.stat().st_mtime_ns == before and record.is_file()
+    record.unlink()  # as a training killed before its record: last.pt still refuses other settings
+    with pytest.raises(RunError, match=r"last.pt: an earlier training here used other parameters \(lr\)"):
+        stages.run_training(resolve(**{**TINY, "lr": 5e-4}, output_root=str(trained), run_name="tr"), progress=False)
+    assert not record.exists()
+    stages.run_training(p, progress=False)  # the same settings: resumed (nothing left to train), recorded
+    assert record.is_file() and best.stat().st_mtime_ns == before
+
+
+def test_report_stage_is_guarded_and_reruns(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 06 has the same guard (it has no settings of its own, so a rerun is always the same): its record is written
+    after report.md and withdrawn while a rerun writes, so a killed rerun leaves none."""
+    from liverlib.report import document
+
+    run = _copy(trained, "rep")
+    p = resolve(**TINY, output_root=str(trained), run_name="rep")
+    stages.run_evaluation(p, progress=False)
+    record = run / "stages/06_figures.json"
+    assert stages.run_figures(p)["report"].is_file() and read_json(record) == {}
+    assert stages.run_figures(p)["report"].is_file() and record.is_file()  # a rerun with the same settings
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(document, "write_report", killed)
+        with pytest.raises(KeyboardInterrupt):
+            stages.run_figures(p)
+    assert not record.exists()
+    stages.run_figures(p)
+    assert record.is_file()

@@ -5,11 +5,19 @@ run's recorded settings (``<run>/params.json``), not with what the profiles say 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, ParamError, read_run_parameters, resolve_path, validate
+from liverlib.params import (
+    DEFAULTS,
+    RUN_KEYS,
+    STAGE_KEYS,
+    ParamError,
+    changed_keys,
+    read_run_parameters,
+    resolve_path,
+    validate,
+)
 
 MAY_CHANGE: frozenset[str] = frozenset(RUN_KEYS) | {k for keys in STAGE_KEYS.values() for k in keys}
 """What a continued run takes from the command rather than the record: which run, and how stages 02–06 run here."""
@@ -42,8 +50,7 @@ def continued_values(values: dict[str, Any], explicit: Mapping[str, Any], *, run
         return values
     recorded = read_run_parameters(path, run_name)
     now = validate({k: v for k, v in explicit.items() if k not in MAY_CHANGE}, "--set")
-    differ = [f"{k}={v!r} (the run has {recorded.get(k, DEFAULTS[k])!r})" for k, v in now.items()
-              if json.dumps(v) != json.dumps(recorded.get(k, DEFAULTS[k]))]  # fmt: skip
+    differ = [f"{k}={now[k]!r} (the run has {recorded.get(k, DEFAULTS[k])!r})" for k in changed_keys(recorded, now)]
     if differ:
         raise ParamError(f"{path}: run {run_name!r} was made with other settings than {', '.join(differ)}; leave them "
                          "out to continue it, or rerun notebook 01 with them (overwrite: true) or use another run_name")  # fmt: skip

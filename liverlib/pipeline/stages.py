@@ -18,7 +18,7 @@ from liverlib.data.preprocess import PreprocessConfig, preprocess_slice
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_table
 from liverlib.locks import build_lock
-from liverlib.params import CURATION_KEYS, TRAIN_KEYS, Params
+from liverlib.params import GUARD_KEYS, TRAIN_KEYS, Params
 from liverlib.report.report import FIGURES, TABLES
 from liverlib.run import RunDir, cache_root
 
@@ -34,7 +34,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 01: curation → ``volumes.csv``, ``manifest.csv``, ``splits.json``, Table 3, Fig. 2."""
 
     run = RunDir.from_params(p)
-    same = run.guard("01_curation", p.subset(CURATION_KEYS), overwrite=p.overwrite, record=False,
+    same = run.guard("01_curation", p.subset(GUARD_KEYS["01"]), overwrite=p.overwrite, record=False,
                      resolved=lambda v: {**v, "data_dir": resolve_data_dir(v.get("data_dir"))})  # fmt: skip
     if same and run.manifest.is_file() and run.volumes.is_file() and run.splits.is_file():
         volumes, manifest = pd.read_csv(run.volumes, keep_default_na=False), pd.read_csv(run.manifest)
@@ -46,7 +46,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         write_table(manifest, run.manifest, markdown=False)
         write_json(run.splits, {"seed": p.seed, "folds": p.folds, "fold": p.fold, "data_dir": str(res["data_dir"]),
                                 "splits": splits})  # fmt: skip
-        run.record("01_curation", p.subset(CURATION_KEYS))  # only once the outputs exist
+        run.record("01_curation", p.subset(GUARD_KEYS["01"]))  # only once the outputs exist
     write_json(run.root / "params.json", {"parameters": dict(p)})  # the run's resolved parameters (later stages)
     t3 = table3(manifest)
     write_table(t3, run.table(TABLES["table03"]))
@@ -134,6 +134,9 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib.training.loop import epoch_line, train
 
     run = RunDir.from_params(p)
+    # the stage guard; an interrupted training (no record yet) resumes from last.pt, which checks the same keys
+    run.guard("03_training", p.subset(GUARD_KEYS["03"]), overwrite=p.overwrite, record=False)
+    run.withdraw("03_training")  # a rerun killed from here on leaves no old record beside new partial outputs
     counts = count_parameters(HybridTransUNet())
     baseline = p.train_baseline and p.model != "unet_smp"
     at_once, threads = parallel_trainings(p.device, p.cpu_parallel_trainings, 2 if baseline else 1)
@@ -158,6 +161,7 @@ def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
         "settings": {k: p[k] for k in settings_keys},
     })  # fmt: skip
     out.update(report.render_training(run, p))
+    run.record("03_training", p.subset(GUARD_KEYS["03"]))
     return out
 
 
@@ -233,7 +237,7 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib.training.tracking import require as require_tracking
 
     run = RunDir.from_params(p)
-    run.guard("04_evaluation", p.subset(EVAL_KEYS), overwrite=p.overwrite, record=False)
+    run.guard("04_evaluation", p.subset(GUARD_KEYS["04"]), overwrite=p.overwrite, record=False)
     require_tracking(p)
     run.withdraw("04_evaluation")  # a rerun killed from here on leaves no old record beside new partial outputs
     ev = evaluate(p, progress=progress)
@@ -246,15 +250,8 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         log_evaluation(p, run.root, "unet_smp", base["summary"], run.root / "models" / "unet_smp" / "summary.json")
         out["baseline_summary"] = base["summary"]
     out.update(report.render_evaluation(run))
-    run.record("04_evaluation", p.subset(EVAL_KEYS))
+    run.record("04_evaluation", p.subset(GUARD_KEYS["04"]))
     return out
-
-
-EVAL_KEYS = ("model", "liver_lcc", "bootstrap_resamples", "train_baseline")
-"""What stage 04 may change; a rerun with other values is refused without ``overwrite``."""
-
-ABLATION_KEYS = ("ablation_arms", "ablation_epochs")
-"""What stage 05 may change."""
 
 
 def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
@@ -264,11 +261,11 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
-    run.guard("05_ablation", p.subset(ABLATION_KEYS), overwrite=p.overwrite, record=False)
+    run.guard("05_ablation", p.subset(GUARD_KEYS["05"]), overwrite=p.overwrite, record=False)
     t4 = _run(p)
     write_table(t4, run.table(TABLES["table04"]))
     drawing.save_figure(figures.fig_ablation(t4), run.figure(FIGURES["fig_ablation"]))
-    run.record("05_ablation", p.subset(ABLATION_KEYS))
+    run.record("05_ablation", p.subset(GUARD_KEYS["05"]))
     return {"run": run, "table04": t4, "fig": run.figure(FIGURES["fig_ablation"])}
 
 
@@ -286,6 +283,9 @@ def run_figures(p: Params) -> dict[str, Any]:
             raise RunError(f"{record}: missing: stage {stage[:2]} ({what}) did not finish in this run, so its outputs "
                            f"may be partial; rerun notebook {stage} before 06_figures")  # fmt: skip
     run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
+    run.guard("06_figures", p.subset(GUARD_KEYS["06"]), overwrite=p.overwrite, record=False)
+    run.withdraw("06_figures")
     path = document.write_report(run)  # writes Table 8 (report.render_tables), then report.md
+    run.record("06_figures", p.subset(GUARD_KEYS["06"]))
     return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),
             "tables": sorted(run.tables.glob("*.csv"))}  # fmt: skip

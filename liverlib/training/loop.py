@@ -38,7 +38,7 @@ from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import RunError
 from liverlib.model.checkpoint import model_dir
 from liverlib.model.hybrid import build_model
-from liverlib.params import TRAIN_KEYS, Params
+from liverlib.params import GUARD_KEYS, Params
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, distributed_context, epoch_seed, resolve_device, seed_everything
 from liverlib.training.losses import CombinedLoss
@@ -110,7 +110,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def train_config(p: Params, model_name: str) -> dict[str, Any]:
     """What defines a training run (resume is refused if these differ); ``epochs`` may grow."""
-    cfg = {k: p[k] for k in TRAIN_KEYS if k != "epochs"}
+    cfg = p.subset(GUARD_KEYS["03"])
     cfg["model"] = model_name
     cfg["preprocess_key"] = PreprocessConfig.from_params(p).key
     return cfg

@@ -18,6 +18,7 @@ import torch
 from liverlib.errors import RunError
 from liverlib.files import remove_stale_temps, write_table
 from liverlib.model.checkpoint import load_checkpoint, save_checkpoint
+from liverlib.params import changed_keys
 from liverlib.training.schedule import LrSchedule
 
 HISTORY_COLUMNS = [
@@ -27,13 +28,6 @@ HISTORY_COLUMNS = [
 """``history.csv`` columns. ``val_*_dice``/``val_*_iou``: means over all validation slices, ε-smoothed (an
 empty/empty slice scores 1, the paper's rule); ``val_tumor_dice_gtpos``: mean tumor Dice over the
 ``val_tumor_gtpos_n`` validation slices that hold ground-truth tumor (NaN if none)."""
-
-
-def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two training configs (a key newer than ``before`` counts at its default)."""
-    from liverlib.params import DEFAULTS
-
-    return sorted(k for k in set(before) | set(now) if before.get(k, DEFAULTS.get(k)) != now.get(k, DEFAULTS.get(k)))
 
 
 @dataclass
@@ -68,7 +62,7 @@ def resume(state: TrainState, out: Path, device: torch.device, *, overwrite: boo
     if not last_p.is_file():
         return state
     ckpt = load_checkpoint(last_p, map_location=device)
-    changed = config_changes(ckpt["config"], state.config)
+    changed = changed_keys(ckpt["config"], state.config)  # the stage guard's rule (params.GUARD_KEYS["03"])
     if changed:
         if not overwrite:
             what = "another split of the volumes" if "split" in changed else "other parameters"
