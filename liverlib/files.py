@@ -210,13 +210,43 @@ def read_json(path: str | Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+MISSING = "–"
+"""How an undefined value (no slice to average, or no paper value) is printed."""
+
+
+WHOLE_NAMES = ("n", "epoch", "epochs", "best_epoch", "year", "undefined", "parameters", "paper_parameters", "slices",
+               "volumes", "volume_id", "slice_idx", "resamples", "volumes_built", "volumes_reused", "bytes")  # fmt: skip
+"""Columns shown as integers when every value is whole (besides integer dtypes)."""
+WHOLE_SUFFIXES = ("_n", "_px", "_undefined", "_slices", "_volumes", "_count", "_epoch")
+
+
+def is_whole_column(name: Any, values: pd.Series) -> bool:
+    """True when column ``name`` holds counts: an integer dtype, or a count-like name (:data:`WHOLE_NAMES`,
+    :data:`WHOLE_SUFFIXES`) whose numbers are all whole."""
+    if values.dtype.kind in "iu":
+        return True
+    if not (str(name) in WHOLE_NAMES or str(name).endswith(WHOLE_SUFFIXES)):
+        return False
+    nums = pd.to_numeric(values, errors="coerce").dropna()
+    return len(nums) > 0 and bool((nums == np.round(nums)).all())
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """Markdown of a table with NaN/None printed as :data:`MISSING` and counts and years as integers."""
+    d = df.copy()
+    for c in d.columns:
+        if d[c].dtype.kind == "f" and is_whole_column(c, d[c]):
+            d[c] = [None if np.isnan(v) else str(int(v)) for v in d[c]]  # tabulate prints "2022", not "2022.00"
+    d = d.astype(object).where(d.notna(), None)
+    return d.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING) + "\n"
+
+
 def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True, floatfmt: str = ".4f") -> Path:
-    """Write a table as CSV (and Markdown beside it, "–" for an undefined value), atomically."""
+    """Write a table as CSV (NaN empty) and, with ``markdown``, its :func:`to_markdown` beside it, atomically."""
     path = Path(path)
     write_text(path.with_suffix(".csv"), df.to_csv(index=False))
     if markdown:
-        shown = df.astype(object).where(df.notna(), None)
-        write_text(path.with_suffix(".md"), shown.to_markdown(index=False, floatfmt=floatfmt, missingval="–") + "\n")
+        write_text(path.with_suffix(".md"), to_markdown(df, floatfmt))
     return path.with_suffix(".csv")
 
 

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from liverlib import paper
+from liverlib import files, paper
 from liverlib.model.checkpoint import model_dir, save_checkpoint
 from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
 from liverlib.pipeline import stages
-from liverlib.report import document, report, tables
+from liverlib.report import document, report
 from liverlib.run import RunDir
 from liverlib.training.loop import train_config
 from liverlib.training.state import HISTORY_COLUMNS
@@ -190,6 +190,18 @@ def test_evaluation_refuses_a_checkpoint_of_the_other_model_type(background_run:
 
 def test_to_markdown_prints_undefined_as_a_dash() -> None:
     df = pd.DataFrame({"metric": ["a", "b"], "mean": [0.5, np.nan], "n": [3.0, 0.0]})
-    md = tables.to_markdown(df)
+    md = files.to_markdown(df)
     assert "| –  " in md or "| –" in md
     assert "| 0.5000 |" in md and "|   3 |" in md
+
+
+def test_every_markdown_table_has_one_format(tmp_path: Path) -> None:
+    """Tables 3-4 (files.write_table) and the report's tables (report._save) write one Markdown: counts as
+    integers (not "12.0000"), undefined values as "–"."""
+    df = pd.DataFrame({"arm": ["paper", "improvement"], "epochs": [12.0, np.nan], "best_epoch": [10.0, np.nan],
+                       "tumor_gt_positive_n": [39.0, np.nan], "liver_dice": [0.66691, -6.4194]})  # fmt: skip
+    md = files.write_table(df, tmp_path / "table04_ablation.csv").with_suffix(".md").read_text(encoding="utf-8")
+    assert md == files.to_markdown(df) and "12.0000" not in md and "39.0000" not in md
+    row = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
+    assert row == ["paper", "12", "10", "39", "0.6669"]
+    assert [c.strip() for c in md.splitlines()[3].strip("|").split("|")][1:4] == [files.MISSING] * 3

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liverlib import paper
+from liverlib import files, paper
 from liverlib.params import resolve
 from liverlib.pipeline.ablation import table04
 from liverlib.report import tables
@@ -44,7 +44,7 @@ def test_table06_paper_mean_column_and_n() -> None:
     assert dice["mean"] == pytest.approx(0.75) and dice.paper_mean == 0.8630
     prec = t6[t6.metric.str.startswith("Precision")].iloc[0]
     assert math.isnan(prec.tumor_mean) and prec.tumor_n == 0 and prec.tumor_undefined == 10
-    assert "| –" in tables.to_markdown(t6)
+    assert "| –" in files.to_markdown(t6)
 
 
 def test_table07_sign_is_test_minus_validation() -> None:
@@ -104,8 +104,8 @@ def test_report_headline_and_table06_pair_the_same_rows_with_the_same_paper_valu
     for line, row in zip(lines, t6.itertuples(), strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         for cell, value in ((cells[2], row.paper_liver), (cells[4], row.paper_tumor)):
-            expected = {tables.MISSING, ""} if math.isnan(value) else {value}
-            assert (cell if cell in (tables.MISSING, "") else float(cell.split(" ± ")[0])) in expected, line
+            expected = {files.MISSING, ""} if math.isnan(value) else {value}
+            assert (cell if cell in (files.MISSING, "") else float(cell.split(" ± ")[0])) in expected, line
     counted = next(line for line in lines if line.startswith("| IoU, counted, ε-smoothed"))
     assert "0.8447" not in counted  # the paper's IoU was derived from Dice: it sits beside the derived row only
 

@@ -3,7 +3,7 @@
 :func:`show` turns a DataFrame (or a flat or nested dict) into a :class:`Shown` table that Jupyter renders as
 HTML (every column, long text wrapped, no index) and a terminal as text: counts and years as integers
 (``26``, ``2022``, ``20,832,963``), other numbers with a fixed number of decimals (4 by default), and every
-undefined value (None, NaN) as :data:`~liverlib.report.tables.MISSING` ("–"), never ``NaN``.
+undefined value (None, NaN) as :data:`~liverlib.files.MISSING` ("–"), never ``NaN``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liverlib.report.tables import MISSING, is_whole_column
+from liverlib.files import MISSING, is_whole_column
 
 _CSS = [
     {"selector": "", "props": "border-collapse: collapse; font-size: 0.9em;"},

@@ -14,7 +14,7 @@ import pandas as pd
 
 from liverlib import paper
 from liverlib.evaluation.stats import MIN_VOLUMES
-from liverlib.files import read_json, write_text
+from liverlib.files import MISSING, read_json, to_markdown, write_text
 from liverlib.params import Params
 from liverlib.report import tables
 from liverlib.report.report import (
@@ -33,10 +33,10 @@ _f = number_text  # the report's number format (one for every section)
 
 
 def _md(path: Path) -> str:
-    """A table's Markdown, rebuilt from its CSV by :func:`tables.to_markdown` (one number format for all)."""
+    """A table's Markdown, rebuilt from its CSV by :func:`liverlib.files.to_markdown` (one number format for all)."""
     csv = path.with_suffix(".csv")
     if csv.is_file():
-        return tables.to_markdown(pd.read_csv(csv), FLOATFMT.get(csv.stem[:7], ".4f"))
+        return to_markdown(pd.read_csv(csv), FLOATFMT.get(csv.stem[:7], ".4f"))
     md = path.with_suffix(".md")
     return md.read_text(encoding="utf-8") if md.is_file() else "_(not produced)_\n"
 
@@ -59,7 +59,7 @@ def _ours(r: dict[str, Any], cls: str) -> str:
     if cls == "tumor" and "all classes" in r["metric"]:
         return ""  # one value for all classes (pixel accuracy), in the liver column as in Table 6
     if n is None or (isinstance(n, float) and np.isnan(n)):
-        return tables.MISSING
+        return MISSING
     std = r.get(f"{cls}_std")
     out = _f(r.get(f"{cls}_mean")) + (f" ± {_f(std)}" if n > 1 and std is not None and np.isfinite(std) else "")
     left = r.get(f"{cls}_undefined")
@@ -74,7 +74,7 @@ def _as_printed(mean: Any, std: Any) -> str:
         return f"{whole}.{frac.ljust(2, '0')}"
 
     if mean is None or not np.isfinite(mean):
-        return tables.MISSING
+        return MISSING
     return txt(mean) + (f" ± {txt(std)}" if std is not None and np.isfinite(std) else "")
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from liverlib.files import MISSING
 from liverlib.labels import FOREGROUND, LABELS
 from liverlib.report.drawing import (
     CLASS_COLOURS,
@@ -269,7 +270,7 @@ def fig_ablation(table: pd.DataFrame) -> Figure:
                       edgecolor="black", linewidth=0.6)  # fmt: skip
         for bar in (b for b, v in zip(bars, values, strict=True) if np.isnan(v)):
             bar.set_linewidth(0)  # undefined: no bar, only the "–" label
-        ax.bar_label(bars, labels=[MISSING_TEXT if np.isnan(v) else f"{v:.2f}" for v in values], padding=2, fontsize=8)
+        ax.bar_label(bars, labels=[MISSING if np.isnan(v) else f"{v:.2f}" for v in values], padding=2, fontsize=8)
         if paper_col and paper_col in table and pd.to_numeric(table[paper_col], errors="coerce").notna().any():
             ax.plot(pos, pd.to_numeric(table[paper_col], errors="coerce"), "D", color="black", ms=6,
                     label=None if paper_drawn else "paper, Table 4 (its own data)")  # fmt: skip
@@ -279,7 +280,3 @@ def fig_ablation(table: pd.DataFrame) -> Figure:
     ax.set(ylabel="test Dice (per slice)", ylim=(-0.03, 1.18), title="Ablation: preprocessing (Table 4)")
     ax.legend(loc="upper center", ncol=2, fontsize=8)
     return fig
-
-
-MISSING_TEXT = "–"
-"""Label of an undefined value in a figure (as in the tables)."""

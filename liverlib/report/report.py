@@ -16,7 +16,7 @@ import pandas as pd
 
 from liverlib import paper
 from liverlib.errors import RunError
-from liverlib.files import read_json, write_table, write_text
+from liverlib.files import MISSING, read_json, write_table
 from liverlib.params import Params
 from liverlib.report import case_figures, drawing, figures, tables
 from liverlib.run import RunDir
@@ -68,9 +68,8 @@ def run_settings(run: RunDir) -> dict[str, Any]:
 
 
 def _save(df: pd.DataFrame, path: Path, key: str) -> None:
-    """CSV (NaN empty) and Markdown ("–" for undefined) of a table."""
-    write_table(df, path, markdown=False)
-    write_text(path.with_suffix(".md"), tables.to_markdown(df, FLOATFMT.get(key, ".4f")))
+    """CSV (NaN empty) and Markdown ("–" for undefined) of a table, in the table's number format."""
+    write_table(df, path, floatfmt=FLOATFMT.get(key, ".4f"))
 
 
 def render_training(run: RunDir, p: Params | None = None) -> dict[str, Any]:
@@ -209,7 +208,7 @@ def render_tables(run: RunDir) -> None:
 def number_text(x: Any, nd: int = 4) -> str:
     """A number for the report; "–" when undefined (None, NaN)."""
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return tables.MISSING
+        return MISSING
     return f"{x:,}" if isinstance(x, int) else f"{x:.{nd}f}"
 
 

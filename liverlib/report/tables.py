@@ -2,7 +2,7 @@
 
 Every per-slice score names its rule and n (slices used); tumor scores show the GT-positive value
 (slices whose ground truth holds tumor) beside the ε-smoothed, paper-comparable one. An undefined
-value (n = 0) is NaN here and "–" in the Markdown (:func:`to_markdown`).
+value (n = 0) is NaN here and "–" in the Markdown (:func:`liverlib.files.to_markdown`).
 """
 
 from __future__ import annotations
@@ -14,36 +14,6 @@ import numpy as np
 import pandas as pd
 
 from liverlib import paper
-
-MISSING = "–"
-"""How an undefined value (no slice to average, or no paper value) is printed."""
-
-
-WHOLE_NAMES = ("n", "epoch", "epochs", "best_epoch", "year", "undefined", "parameters", "paper_parameters", "slices",
-               "volumes", "volume_id", "slice_idx", "resamples", "volumes_built", "volumes_reused", "bytes")  # fmt: skip
-"""Columns shown as integers when every value is whole (besides integer dtypes)."""
-WHOLE_SUFFIXES = ("_n", "_px", "_undefined", "_slices", "_volumes", "_count", "_epoch")
-
-
-def is_whole_column(name: Any, values: pd.Series) -> bool:
-    """True when column ``name`` holds counts: an integer dtype, or a count-like name (:data:`WHOLE_NAMES`,
-    :data:`WHOLE_SUFFIXES`) whose numbers are all whole."""
-    if values.dtype.kind in "iu":
-        return True
-    if not (str(name) in WHOLE_NAMES or str(name).endswith(WHOLE_SUFFIXES)):
-        return False
-    nums = pd.to_numeric(values, errors="coerce").dropna()
-    return len(nums) > 0 and bool((nums == np.round(nums)).all())
-
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """Markdown of a table with NaN/None printed as :data:`MISSING` and counts and years as integers."""
-    d = df.copy()
-    for c in d.columns:
-        if d[c].dtype.kind == "f" and is_whole_column(c, d[c]):
-            d[c] = [None if np.isnan(v) else str(int(v)) for v in d[c]]  # tabulate prints "2022", not "2022.00"
-    d = d.astype(object).where(d.notna(), None)
-    return d.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING) + "\n"
 
 
 def table01_architecture(image_size: int = 256, trained_size: int | None = None) -> pd.DataFrame:
