@@ -64,14 +64,15 @@ def test_unwritable_output_root_names_the_target(capsys: pytest.CaptureFixture, 
 
 
 @pytest.mark.reliability("'interrupted at epoch N ...; rerun the same command to resume'", 130, "last complete epoch")
-def test_ctrl_c_exits_130_with_how_to_resume(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_exits_130_with_how_to_resume(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:  # fmt: skip
     import liverlib.training.loop as tr
 
-    def interrupted(p, model_name=None):
+    def interrupted(p, model_name=None, progress=True):
         raise tr.TrainingInterrupted("hybrid: interrupted at epoch 3 of 6; rerun the same command to resume")
 
     monkeypatch.setattr(tr, "train", interrupted)
-    assert main(["train", *PROFILES]) == 130
+    assert main(["train", *PROFILES, "--set", f"output_root={tmp_path}"]) == 130
     assert "interrupted at epoch 3 of 6; rerun the same command to resume" in _err(capsys)
 
 

@@ -192,3 +192,27 @@ def test_report_stage_is_guarded_and_reruns(trained: Path, monkeypatch: pytest.M
     assert not record.exists()
     stages.run_figures(p)
     assert record.is_file()
+
+
+def test_cli_train_writes_what_notebook_03_writes(trained: Path) -> None:
+    """``liverlib train`` is stage 03 for one model: training.json, Tables 1, 2, 5, Figs. 6-7 and the stage record, as
+    notebook 03 writes them (one code path, stages.record_training), and its guard refuses other settings."""
+    import yaml
+
+    from liverlib.pipeline.cli import main
+    from tests.tiny import share_prepared
+
+    share_prepared(trained, "r", "cli")
+    profile = trained / "cli.yaml"
+    profile.write_text(yaml.safe_dump({**TINY, "output_root": str(trained), "run_name": "cli"}), encoding="utf-8")
+    assert main(["train", "-f", str(profile)]) == 0
+    run, notebook = trained / "cli", trained / "r"
+    made = read_json(run / "training.json")
+    assert made.keys() == read_json(notebook / "training.json").keys()
+    assert made["settings"] == read_json(notebook / "training.json")["settings"]
+    assert made["epochs"] == 1 and made["model"] == "hybrid" and made["baseline_best_epoch"] is None
+    for name in ("tables/table01_architecture.md", "tables/table02_loss.md", "tables/table05_training_log.md",
+                 "figures/fig06_loss_curves.png", "figures/fig07_dice_iou_curves.png"):  # fmt: skip
+        assert (run / name).is_file() and (notebook / name).is_file(), name
+    assert read_json(run / "stages/03_training.json") == read_json(notebook / "stages/03_training.json")
+    assert main(["train", "-f", str(profile), "--set", "lr=5.0e-4"]) == 1  # the stage guard, as for notebook 03

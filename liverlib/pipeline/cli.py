@@ -78,10 +78,10 @@ def _pool(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from liverlib.params import load_profiles, resolve
-    from liverlib.training.loop import train
+    from liverlib.pipeline.stages import train_one
 
     p = resolve(**{**load_profiles(*a.f), **_overrides(a.set)})
-    train(p, model_name=a.model)
+    train_one(p, model_name=a.model)
 
 
 def _phantom(a: argparse.Namespace) -> None:

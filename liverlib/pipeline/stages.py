@@ -128,39 +128,80 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
 
 def run_training(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 03: train the model (and the smp baseline) → ``models/<name>/``, Tables 1, 2, 5, Figs. 6–7."""
-    from liverlib.model.hybrid import HybridTransUNet, count_parameters
-    from liverlib.report import report
     from liverlib.runtime import parallel_trainings
     from liverlib.training.loop import epoch_line, train
 
-    run = RunDir.from_params(p)
-    # the stage guard; an interrupted training (no record yet) resumes from last.pt, which checks the same keys
-    run.guard("03_training", p.subset(GUARD_KEYS["03"]), overwrite=p.overwrite, record=False)
-    run.withdraw("03_training")  # a rerun killed from here on leaves no old record beside new partial outputs
-    counts = count_parameters(HybridTransUNet())
+    run = _start_training(p)
     baseline = p.train_baseline and p.model != "unet_smp"
     at_once, threads = parallel_trainings(p.device, p.cpu_parallel_trainings, 2 if baseline else 1)
     if at_once > 1:  # the baseline trains in a second process while this one trains the model
         result = train_beside_baseline(p, threads, progress=progress)
     else:
         result = train(p, progress=progress)
-    hist = result["history"]
-    out = {"run": run, "parameters": counts, "main": result}
+    out: dict[str, Any] = {"run": run, "main": result}
     if baseline:  # after a parallel run this reads the finished baseline back from its last.pt
         epochs = p.baseline_epochs or p.epochs
         out["baseline"] = train(p, model_name="unet_smp", epochs=epochs, progress=progress)
         if at_once > 1 and progress:  # its epochs, as a sequential run would have shown them
             for row in out["baseline"]["history"].to_dict("records"):
                 print(epoch_line("unet_smp", row, epochs), flush=True)
+    out.update(record_training(run, p, result, out.get("baseline")))
+    return out
+
+
+def train_one(p: Params, model_name: str | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """``liverlib train`` (also under torchrun): one model, guarded as stage 03; after the run's own model (rank 0)
+    it writes what notebook 03 writes (:func:`record_training`; ``baseline_best_epoch`` null: one model was trained
+    here, notebook 03 adds the baseline's). ``--model unet_smp`` on another model's run trains the baseline only.
+
+    Returns:
+        :func:`liverlib.training.loop.train`'s result.
+    """
+    from liverlib.runtime import distributed_context
+    from liverlib.training.loop import train
+
+    rank = distributed_context()[0]  # the process group starts here (train joins it), so only rank 0 guards
+    run = _start_training(p) if rank == 0 else RunDir.from_params(p)
+    model_name = model_name or p.model
+    result = train(p, model_name=model_name, progress=progress)
+    if rank == 0 and model_name == p.model:
+        record_training(run, p, result)
+    return result
+
+
+def _start_training(p: Params) -> RunDir:
+    """Stage 03's guard; an interrupted training (no record yet) resumes from last.pt, which checks the same keys."""
+    run = RunDir.from_params(p)
+    run.guard("03_training", p.subset(GUARD_KEYS["03"]), overwrite=p.overwrite, record=False)
+    run.withdraw("03_training")  # a rerun killed from here on leaves no old record beside new partial outputs
+    return run
+
+
+def record_training(run: RunDir, p: Params, result: dict[str, Any], baseline: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:  # fmt: skip
+    """What stage 03 writes after a training: ``training.json``, Tables 1, 2, 5, Figs. 6–7, then its record.
+
+    Args:
+        result: the run's model's :func:`liverlib.training.loop.train` result.
+        baseline: the smp baseline's, if it was trained by this call.
+
+    Returns:
+        ``parameters`` (the paper model's counts) and :func:`liverlib.report.report.render_training`'s tables and
+        figures.
+    """
+    from liverlib.model.hybrid import HybridTransUNet, count_parameters
+    from liverlib.report import report
+
+    counts, hist = count_parameters(HybridTransUNet()), result["history"]
     settings_keys = (*TRAIN_KEYS, "data_dir", "device", "amp", "channels_last", "compile", "num_workers")
     write_json(run.root / "training.json", {
         "parameters": counts, "model": p.model, "best_epoch": result["best_epoch"], "device": result["device"],
         "amp": result["amp"], "epochs": int(hist.epoch.max()), "train_seconds": float(hist.epoch_seconds.sum()),
-        "baseline_best_epoch": out["baseline"]["best_epoch"] if "baseline" in out else None,
+        "baseline_best_epoch": baseline["best_epoch"] if baseline else None,
         "trained_parameters": result["parameters"], "split": result["split"],
         "settings": {k: p[k] for k in settings_keys},
     })  # fmt: skip
-    out.update(report.render_training(run, p))
+    out = {"parameters": counts, **report.render_training(run, p)}
     run.record("03_training", p.subset(GUARD_KEYS["03"]))
     return out
 
