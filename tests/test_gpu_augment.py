@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from liverlib.labels import LABELS
-from liverlib.training.augment import build_augmentation
+from liverlib.training.augment import AugmentConfig, build_augmentation
 from liverlib.training.gpu_augment import (
-    TorchAugmentConfig,
     _blur_matrix,
     _gaussian_taps,
     _resample,
@@ -20,7 +19,7 @@ from liverlib.training.gpu_augment import (
 )
 
 N = 20_000
-ONLY = TorchAugmentConfig().without_transforms()
+ONLY = AugmentConfig().without_transforms()
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -42,11 +41,11 @@ def paper():
 
 @pytest.fixture(scope="module")
 def params():
-    return sample_params(N, 256, 256, TorchAugmentConfig(), _gen())
+    return sample_params(N, 256, 256, AugmentConfig(), _gen())
 
 
 def test_defaults_are_the_albumentations_pipeline(paper):
-    c = TorchAugmentConfig()
+    c = AugmentConfig()
     assert (c.hflip_p, c.vflip_p) == (paper["HorizontalFlip"].p, paper["VerticalFlip"].p)
     assert (-c.rotate_limit, c.rotate_limit) == tuple(paper["Rotate"].limit) and c.rotate_p == paper["Rotate"].p
     aff = paper["Affine"]
@@ -96,7 +95,7 @@ def test_holes_are_eight_of_eight_pixels_inside_the_image(params):
 
 
 def test_masks_stay_labels_and_images_stay_in_range_with_every_transform_on():
-    cfg = TorchAugmentConfig(**{k: 1.0 for k in ("hflip_p", "vflip_p", "rotate_p", "affine_p", "elastic_p", "bc_p",
+    cfg = AugmentConfig(**{k: 1.0 for k in ("hflip_p", "vflip_p", "rotate_p", "affine_p", "elastic_p", "bc_p",
                                                  "noise_p", "blur_p", "dropout_p")}, elastic_alpha=120.0)  # fmt: skip
     x, y = _batch(8)
     xa, ya = augment_batch(x, y, _gen(), cfg)

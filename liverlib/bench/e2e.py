@@ -20,7 +20,6 @@ from liverlib import paper
 from liverlib.bench.models import build_paths
 from liverlib.bench.timing import Reps, sync_device
 from liverlib.data.cache import SliceCache
-from liverlib.runtime import epoch_seed
 from liverlib.training.losses import CombinedLoss
 from liverlib.training.step import train_step
 
@@ -53,14 +52,16 @@ def _timed_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: It
 
 def paper_loader(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, workers: int, seed: int,
                  device: torch.device) -> Callable[[int], DataLoader]:  # fmt: skip
-    """Epoch → the paper path's seeded, shuffled DataLoader with albumentations (as the training loop builds it)."""
-    from liverlib.data.dataset import SliceDataset, seed_worker
+    """Epoch → the paper path's seeded, shuffled DataLoader with albumentations: the training loop's own
+    (:func:`liverlib.training.loop.make_loader`)."""
+    from liverlib.data.dataset import SliceDataset
+    from liverlib.params import resolve
     from liverlib.training.augment import build_augmentation
+    from liverlib.training.loop import make_loader
 
     ds = SliceDataset(index, cache, build_augmentation(seed=seed))
-    return lambda epoch: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                    generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
-                                    pin_memory=device.type == "cuda", worker_init_fn=seed_worker if workers else None)  # fmt: skip
+    p = resolve(batch_size=batch_size, num_workers=workers, seed=seed)
+    return lambda epoch: make_loader(ds, p, shuffle=True, epoch=epoch, device=device)
 
 
 def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, size: int, batch_size: int,

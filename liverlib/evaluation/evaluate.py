@@ -25,7 +25,7 @@ from liverlib.data.preprocess import PreprocessConfig
 from liverlib.errors import RunError
 from liverlib.evaluation.inference import predict_labels
 from liverlib.evaluation.metrics import confusion_matrix, per_slice_table, summarize_slices
-from liverlib.evaluation.per_volume import pooled_dice, volume_metrics
+from liverlib.evaluation.per_volume import dice_over_volumes, volume_metrics
 from liverlib.evaluation.stats import (
     MIN_VOLUMES,
     bootstrap_ci,
@@ -129,17 +129,16 @@ def evaluate(
 def _volume_summary(per_volume: pd.DataFrame, resamples: int, seed: int) -> dict[str, Any]:
     """Per-case and global Dice, per-volume Dice intervals, ASSD/HD95 means with n and why volumes were left out."""
     out: dict[str, Any] = {}
-    nvol = len(per_volume)
+    nvol, pooled = len(per_volume), dice_over_volumes(per_volume)
     for c in ("liver", "tumor"):
         d = per_volume[f"{c}_dice"].astype(float)
-        tp, pv, gv = (per_volume[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
         low, high = bootstrap_ci(d.to_numpy(), n_resamples=resamples, seed=seed)
-        out[f"{c}_dice_per_case"] = {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if d.notna().sum() > 1 else None,
+        out[f"{c}_dice_per_case"] = {"mean": pooled[f"{c}_dice_per_case"], "std": float(d.std(ddof=1)) if d.notna().sum() > 1 else None,
                                      "n": int(d.notna().sum()), "undefined": int(d.isna().sum()), "rule": VOLUME_RULES["dice"],
                                      "ci95": {"low": low, "high": high, "method": "percentile bootstrap over test volumes",
                                               "resamples": resamples, "seed": seed, "volumes": int(d.notna().sum()),
                                               "meaningful": bool(d.notna().sum() >= MIN_VOLUMES)}}  # fmt: skip
-        out[f"{c}_dice_global"] = {"value": pooled_dice(tp, pv, gv),
+        out[f"{c}_dice_global"] = {"value": pooled[f"{c}_dice_global"],
                                    "rule": "pooled voxels of all test volumes"}  # fmt: skip
         pred_empty, gt_empty = per_volume[f"{c}_pred_voxels"] == 0, per_volume[f"{c}_gt_voxels"] == 0
         for k in ("assd_mm", "hd95_mm"):

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 from scipy.spatial import KDTree
 
@@ -48,6 +49,18 @@ def keep_largest_liver(labels: Array) -> np.ndarray:
 def pooled_dice(tp: int, pred: int, gt: int) -> float | None:
     """Global Dice from voxel counts pooled over volumes, 2·tp / (pred + gt); None when both are empty."""
     return float(2 * tp / (pred + gt)) if pred + gt else None
+
+
+def dice_over_volumes(per_volume: pd.DataFrame) -> dict[str, float | None]:
+    """The pooled per-volume summary of a ``per_volume.csv`` table (one test split or pooled folds): per liver and
+    tumor, ``<class>_dice_per_case`` (mean over volumes, a NaN volume left out) and ``<class>_dice_global``
+    (:func:`pooled_dice` of the summed voxel counts)."""
+    out: dict[str, float | None] = {}
+    for c in ("liver", "tumor"):
+        tp, pv, gv = (per_volume[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
+        out[f"{c}_dice_per_case"] = float(per_volume[f"{c}_dice"].astype(float).mean())
+        out[f"{c}_dice_global"] = pooled_dice(tp, pv, gv)
+    return out
 
 
 def volume_dice(pred: Array, gt: Array, *, empty: str, eps: float = EPS) -> float:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from liverlib.errors import RunError
+from liverlib.evaluation.per_volume import dice_over_volumes
 from liverlib.files import read_json, write_json, write_table
 from liverlib.params import RUN_KEYS, STAGE_KEYS, Params, resolve
 
@@ -152,18 +153,6 @@ def _per_volume(path: Path, **columns: Any) -> pd.DataFrame:
     return pd.read_csv(path).assign(**columns)
 
 
-def _dice(cv: pd.DataFrame) -> dict[str, float | None]:
-    """Per case (mean) and global (pooled voxels) Dice of liver and tumor over a per-volume table."""
-    from liverlib.evaluation.per_volume import pooled_dice
-
-    out: dict[str, float | None] = {}
-    for c in ("liver", "tumor"):
-        tp, pv, gv = (cv[f"{c}_{k}_voxels"].sum() for k in ("tp", "pred", "gt"))
-        out[f"{c}_dice_per_case"] = float(cv[f"{c}_dice"].mean())
-        out[f"{c}_dice_global"] = pooled_dice(tp, pv, gv)
-    return out
-
-
 def _missing_text(variants: list[Variant]) -> str:
     missing = [v for v in variants if not v.finished]
     return ", ".join(f"{v.name} ({v.status})" for v in missing) or "none"
@@ -209,7 +198,7 @@ def pool_folds(root: str | Path, *, required: bool = True) -> dict[str, Any] | N
         "volumes": int(len(cv)),
         "rule": "per volume, LiTS classes; NaN (both empty) left out",
         "per_fold_volumes": {int(f): sorted(int(v) for v in g.volume_id) for f, g in cv.groupby("fold")},
-        **_dice(cv),
+        **dice_over_volumes(cv),
         "folds_pooled": [int(v.name) for v in done],
         "folds_missing": [int(v.name) for v in folds if not v.finished],
     }
@@ -272,7 +261,7 @@ def table04_cv(done: list[Variant]) -> pd.DataFrame | None:
             continue
         cv = pd.concat(frames, ignore_index=True)
         ref = paper.ABLATION.get(arm, (None, None))
-        d = _dice(cv)
+        d = dice_over_volumes(cv)
         rows.append({"arm": arm, "recipe": ARM_LABELS.get(arm, arm), "folds": " ".join(folds), "volumes": len(cv),
                      "liver_dice_per_volume": d["liver_dice_per_case"], "tumor_dice_per_volume": d["tumor_dice_per_case"],
                      "liver_dice_global": d["liver_dice_global"], "tumor_dice_global": d["tumor_dice_global"],

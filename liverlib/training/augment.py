@@ -21,9 +21,13 @@ other's augmentations.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import albumentations as A
 import cv2
+
+from liverlib.params import DEFAULTS, Params
 
 # GaussNoise: 1.x's default var_limit=(10, 50) was a variance in uint8 grey levels, i.e. a standard
 # deviation of sqrt(10)/255 … sqrt(50)/255 = 0.0124 … 0.0277 of the full range. That is what the
@@ -53,23 +57,44 @@ _GEOMETRY = {
 }
 
 
-def build_augmentation(
-    *,
-    hflip_p: float = 0.5,
-    vflip_p: float = 0.3,
-    rotate_limit: float = 25,
-    rotate_p: float = 0.5,
-    affine_p: float = 0.5,
-    elastic_alpha: float = 1.0,
-    elastic_sigma: float = 50.0,
-    elastic_p: float = 0.3,
-    brightness_contrast: float = 0.2,
-    bc_p: float = 0.5,
-    noise_p: float = 0.3,
-    blur_p: float = 0.2,
-    dropout_p: float = 0.3,
-    seed: int | None = None,
-) -> A.Compose:
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of the paper's transforms (§II.C; docs/study.md §3): the one home of the
+    augmentation's defaults, for :func:`build_augmentation` and its torch port (:mod:`liverlib.training.gpu_augment`).
+    ``elastic_alpha``/``elastic_sigma`` default to the parameters' defaults (:data:`liverlib.params.DEFAULTS`)."""
+
+    hflip_p: float = 0.5
+    vflip_p: float = 0.3
+    rotate_limit: float = 25.0
+    rotate_p: float = 0.5
+    affine_p: float = 0.5
+    affine_translate: float = 0.0625
+    affine_scale: tuple[float, float] = (0.9, 1.1)
+    affine_rotate: float = 15.0
+    elastic_alpha: float = DEFAULTS["elastic_alpha"]
+    elastic_sigma: float = DEFAULTS["elastic_sigma"]
+    elastic_p: float = 0.3
+    brightness_contrast: float = 0.2
+    bc_p: float = 0.5
+    noise_std_range: tuple[float, float] = NOISE_STD_RANGE
+    noise_p: float = 0.3
+    blur_sigma_range: tuple[float, float] = BLUR_SIGMA_RANGE
+    blur_p: float = 0.2
+    dropout_holes: tuple[int, int] = DROPOUT_HOLES
+    dropout_hole_fraction: tuple[float, float] = DROPOUT_HOLE_FRACTION
+    dropout_p: float = 0.3
+
+    @classmethod
+    def from_params(cls, p: Params) -> AugmentConfig:
+        """The paper's transforms with the run's ``elastic_alpha`` and ``elastic_sigma``."""
+        return cls(elastic_alpha=p.elastic_alpha, elastic_sigma=p.elastic_sigma)
+
+    def without_transforms(self) -> AugmentConfig:
+        """The same ranges with every probability 0 (the identity)."""
+        return replace(self, **{f.name: 0.0 for f in fields(self) if f.name.endswith("_p")})
+
+
+def build_augmentation(cfg: AugmentConfig | None = None, *, seed: int | None = None, **changes: Any) -> A.Compose:
     """The paper's augmentation pipeline (§II.C; docs/study.md §3), in its order, strict mode on.
 
     1. HorizontalFlip (p 0.5); 2. VerticalFlip (p 0.3); 3. Rotate ±25° (p 0.5);
@@ -85,26 +110,24 @@ def build_augmentation(
     intensity-only pipeline).
 
     Args:
-        hflip_p, vflip_p, rotate_p, affine_p, elastic_p, bc_p, noise_p, blur_p, dropout_p:
-            probabilities of the transforms above.
-        rotate_limit: maximum rotation of ``Rotate`` in degrees.
-        elastic_alpha, elastic_sigma: ElasticTransform displacement scale and smoothing (px).
-        brightness_contrast: brightness and contrast limit (±, fraction of the range).
+        cfg: probabilities and ranges (default: :class:`AugmentConfig`, the paper's).
         seed: seed of the Compose's random state; None draws a fresh one.
+        changes: fields of :class:`AugmentConfig` to change (``elastic_alpha=100.0``, ``bc_p=1.0``, …).
 
     Returns:
         ``A.Compose`` to call as ``out = aug(image=image, mask=mask)``; ``image`` float32 (H, W) in
         [0, 1], ``mask`` uint8 (H, W) in {0, 1, 2}.
     """
+    c = replace(cfg or AugmentConfig(), **changes)
     transforms = [
-        A.HorizontalFlip(p=hflip_p, strict=True),
-        A.VerticalFlip(p=vflip_p, strict=True),
-        A.Rotate(limit=rotate_limit, p=rotate_p, strict=True, **_GEOMETRY),
+        A.HorizontalFlip(p=c.hflip_p, strict=True),
+        A.VerticalFlip(p=c.vflip_p, strict=True),
+        A.Rotate(limit=c.rotate_limit, p=c.rotate_p, strict=True, **_GEOMETRY),
         A.Affine(
-            translate_percent=(-0.0625, 0.0625),
-            scale=(0.9, 1.1),
-            rotate=(-15, 15),
-            p=affine_p,
+            translate_percent=(-c.affine_translate, c.affine_translate),
+            scale=c.affine_scale,
+            rotate=(-c.affine_rotate, c.affine_rotate),
+            p=c.affine_p,
             strict=True,
             **_GEOMETRY,
         ),
@@ -112,19 +135,19 @@ def build_augmentation(
         # 2.0.8: mean ≈ 0.004 px, max ≈ 0.06 px): the noise field is scaled to [-1, 1], smoothed with
         # sigma=50 and multiplied by alpha, so the mask never changes. Visible warps need alpha ≈ 50–300
         # (alpha=120: max ≈ 7 px). We keep the paper's values as the default; alpha and sigma are parameters.
-        A.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma, p=elastic_p, strict=True, **_GEOMETRY),
+        A.ElasticTransform(alpha=c.elastic_alpha, sigma=c.elastic_sigma, p=c.elastic_p, strict=True, **_GEOMETRY),
         A.RandomBrightnessContrast(
-            brightness_limit=brightness_contrast, contrast_limit=brightness_contrast, p=bc_p, strict=True
+            brightness_limit=c.brightness_contrast, contrast_limit=c.brightness_contrast, p=c.bc_p, strict=True
         ),
-        A.GaussNoise(std_range=NOISE_STD_RANGE, p=noise_p, strict=True),
-        A.GaussianBlur(blur_limit=0, sigma_limit=BLUR_SIGMA_RANGE, p=blur_p, strict=True),
+        A.GaussNoise(std_range=c.noise_std_range, p=c.noise_p, strict=True),
+        A.GaussianBlur(blur_limit=0, sigma_limit=c.blur_sigma_range, p=c.blur_p, strict=True),
         A.CoarseDropout(
-            num_holes_range=DROPOUT_HOLES,
-            hole_height_range=DROPOUT_HOLE_FRACTION,
-            hole_width_range=DROPOUT_HOLE_FRACTION,
+            num_holes_range=c.dropout_holes,
+            hole_height_range=c.dropout_hole_fraction,
+            hole_width_range=c.dropout_hole_fraction,
             fill=0,
             fill_mask=None,  # None: the mask keeps its labels under the holes
-            p=dropout_p,
+            p=c.dropout_p,
             strict=True,
         ),
     ]

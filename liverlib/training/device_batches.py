@@ -12,6 +12,7 @@ augmentation alike: the same seed and epoch give the same batches on the same de
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,8 @@ import torch
 
 from liverlib.data.cache import SliceCache
 from liverlib.runtime import epoch_seed
-from liverlib.training.gpu_augment import TorchAugmentConfig, augment_batch
+from liverlib.training.augment import AugmentConfig
+from liverlib.training.gpu_augment import augment_batch
 
 GPU_MEMORY_SHARE = 0.5
 """The resident set may take at most this share of the device's free memory (the rest: model and activations)."""
@@ -61,15 +63,16 @@ class GpuBatches:
             else in (pinned) host memory and each batch is copied over.
         seed: the run's seed; epoch ``e`` uses ``seed * 1000 + e``.
         augment: apply the paper's transforms (:func:`liverlib.training.gpu_augment.augment_batch`).
-        elastic_alpha, elastic_sigma: ElasticTransform parameters (the params' ``elastic_alpha``/``_sigma``).
-        config: other transform settings (default: the paper's); ``elastic_*`` above override it.
+        elastic_alpha, elastic_sigma: ElasticTransform parameters (the params' ``elastic_alpha``/``_sigma``); None
+            keeps ``config``'s.
+        config: the transforms' settings (default: :class:`~liverlib.training.augment.AugmentConfig`, the paper's).
 
     Batches are ``(image, mask)``: float32 (B, 1, S, S) in [0, 1] and int64 (B, S, S) in {0, 1, 2}, on ``device``.
     """
 
     def __init__(self, cache: SliceCache, index: pd.DataFrame, *, batch_size: int, device: torch.device | str,
-                 seed: int, augment: bool = True, elastic_alpha: float = 1.0, elastic_sigma: float = 50.0,
-                 config: TorchAugmentConfig | None = None):  # fmt: skip
+                 seed: int, augment: bool = True, elastic_alpha: float | None = None,
+                 elastic_sigma: float | None = None, config: AugmentConfig | None = None):  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(index) == 0:
@@ -80,9 +83,9 @@ class GpuBatches:
             int(seed),
             augment,
         )
-        cfg = config or TorchAugmentConfig()
-        self.config = TorchAugmentConfig(**{**cfg.__dict__, "elastic_alpha": elastic_alpha,
-                                            "elastic_sigma": elastic_sigma})  # fmt: skip
+        cfg = config or AugmentConfig()
+        self.config = replace(cfg, elastic_alpha=cfg.elastic_alpha if elastic_alpha is None else elastic_alpha,
+                              elastic_sigma=cfg.elastic_sigma if elastic_sigma is None else elastic_sigma)  # fmt: skip
         image, mask = load_slices(cache, index)
         self.nbytes = image.nbytes + mask.nbytes
         self.resident = fits_on_device(self.nbytes, self.device)

@@ -31,44 +31,13 @@ give the same output. Every draw is made for every sample, whether or not its tr
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
-from liverlib.training.augment import BLUR_SIGMA_RANGE, DROPOUT_HOLE_FRACTION, DROPOUT_HOLES, NOISE_STD_RANGE
+from liverlib.training.augment import AugmentConfig
 
 Params = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TorchAugmentConfig:
-    """Probabilities and ranges of the transforms; defaults are :func:`liverlib.training.augment.build_augmentation`'s."""
-
-    hflip_p: float = 0.5
-    vflip_p: float = 0.3
-    rotate_limit: float = 25.0
-    rotate_p: float = 0.5
-    affine_p: float = 0.5
-    affine_translate: float = 0.0625
-    affine_scale: tuple[float, float] = (0.9, 1.1)
-    affine_rotate: float = 15.0
-    elastic_alpha: float = 1.0
-    elastic_sigma: float = 50.0
-    elastic_p: float = 0.3
-    brightness_contrast: float = 0.2
-    bc_p: float = 0.5
-    noise_std_range: tuple[float, float] = NOISE_STD_RANGE
-    noise_p: float = 0.3
-    blur_sigma_range: tuple[float, float] = BLUR_SIGMA_RANGE
-    blur_p: float = 0.2
-    dropout_holes: tuple[int, int] = DROPOUT_HOLES
-    dropout_hole_fraction: tuple[float, float] = DROPOUT_HOLE_FRACTION
-    dropout_p: float = 0.3
-
-    def without_transforms(self) -> TorchAugmentConfig:
-        """The same ranges with every probability 0 (the identity)."""
-        return replace(self, **{f.name: 0.0 for f in fields(self) if f.name.endswith("_p")})
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -82,7 +51,7 @@ def _integers(g: torch.Generator, n: int, lo: torch.Tensor | float, hi: torch.Te
     return (lo + torch.floor(u * (torch.as_tensor(hi) - lo + 1))).long()
 
 
-def sample_params(n: int, height: int, width: int, cfg: TorchAugmentConfig, g: torch.Generator) -> Params:
+def sample_params(n: int, height: int, width: int, cfg: AugmentConfig, g: torch.Generator) -> Params:
     """Per-sample random parameters of every transform (module docstring), drawn in a fixed order.
 
     Returns:
@@ -219,7 +188,7 @@ def _intensity(x: torch.Tensor, p: Params, g: torch.Generator) -> torch.Tensor:
 
 
 def augment_batch(image: torch.Tensor, mask: torch.Tensor, g: torch.Generator,
-                  cfg: TorchAugmentConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                  cfg: AugmentConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The paper's transforms (module docstring) with per-sample parameters, on the tensors' device.
 
     Args:
@@ -231,7 +200,7 @@ def augment_batch(image: torch.Tensor, mask: torch.Tensor, g: torch.Generator,
     Returns:
         (float32 (B, 1, H, W) in [0, 1], mask of the input's dtype (B, H, W) in {0, 1, 2}); new tensors.
     """
-    cfg = cfg or TorchAugmentConfig()
+    cfg = cfg or AugmentConfig()
     n, _, h, w = image.shape
     if g.device.type != image.device.type:
         raise ValueError(f"the generator is on {g.device}, the batch on {image.device}")
