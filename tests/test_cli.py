@@ -169,25 +169,14 @@ sys.exit(main(["study", *sys.argv[3:], "--set", f"output_root={sys.argv[2]}"]))
                          "the partial notebook (valid JSON) in notebooks/failed/; the last good one")  # fmt: skip
 def test_sigterm_to_study_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     """SIGTERM to `liverlib study` while a notebook runs: it used to exit 143 with nothing printed."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from tests.tiny import sigterm_once
 
     started = tmp_path / "started"
     nb = _notebook(tmp_path / "01_x.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(300)")
     driver = tmp_path / "driver.py"
     driver.write_text(_STUDY_DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(driver), str(nb), str(tmp_path / "out"), *PROFILES], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    code, err = sigterm_once([str(driver), str(nb), str(tmp_path / "out"), *PROFILES], started, wait=240)
+    assert code == 143, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     partial = tmp_path / "out/smoke/notebooks/failed/01_x.ipynb"
     assert lines == [f"liverlib study: interrupted in 01_x.ipynb (partial notebook {partial}); rerun the same command "

@@ -3,12 +3,7 @@ repairs after a kill; Ctrl-C leaves a resumable run. Every test prepares what it
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +16,7 @@ from liverlib.files import read_json, write_json
 from liverlib.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from liverlib.params import resolve
 from liverlib.training.loop import TrainingInterrupted, train
-from tests.tiny import TINY_RUN, prepare, share_prepared
+from tests.tiny import TINY_RUN, prepare, share_prepared, sigterm_once
 
 TINY = {**TINY_RUN, "epochs": 3}
 
@@ -172,15 +167,8 @@ def test_sigterm_is_handled_like_ctrl_c(prepared: Path, tmp_path: Path) -> None:
     profile = tmp_path / "term.yaml"
     profile.write_text(yaml.safe_dump({**TINY, "epochs": 200, "output_root": str(prepared), "run_name": "term"}))
     last = prepared / "term/models/hybrid/last.pt"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "liverlib", "train", "-f", str(profile)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    code, err = sigterm_once(["-m", "liverlib", "train", "-f", str(profile)], last, wait=300)
+    assert code == 143, err
     lines = [ln for ln in err.splitlines() if ln.startswith("liverlib")]  # progress bars aside
     assert "Traceback" not in err and len(lines) == 1 and re.fullmatch(r"liverlib train: hybrid: interrupted at epoch \d+ of 200 \(\d+ complete in "
                                             r".*last\.pt\); rerun the same command to resume", lines[0]), err  # fmt: skip

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -72,3 +74,17 @@ def liverlib_cli(project: Path, *args: str, timeout: float = 1500) -> subprocess
     env = {k: v for k, v in os.environ.items() if k != PROGRESS_ENV and not k.startswith("PYTEST_")}
     return subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def sigterm_once(args: list[str], ready: Path, *, wait: float) -> tuple[int, str]:
+    """``python *args`` with this checkout on PYTHONPATH, sent SIGTERM once ``ready`` exists (or it ended, or ``wait``
+    seconds passed), as kill and a scheduler send it; returns its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + wait
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
