@@ -51,7 +51,7 @@ from liverlib.training.state import (
     resume_all_ranks,
     save_epoch,
 )
-from liverlib.training.step import train_epoch
+from liverlib.training.step import StepConfig, train_epoch
 from liverlib.training.tracking import training_tracker
 from liverlib.training.validation import recompute_bn_stats, sync_buffers, validate
 
@@ -323,7 +323,8 @@ def _epoch(t: _Training, epoch: int) -> None:
     t0 = time.perf_counter()
     loader = (t.feed.epoch(epoch) if t.feed is not None else
               make_loader(t.train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world))  # fmt: skip
-    run_loss, seen = train_epoch(t.model, state, loader, t.loss_fn, p, device, amp_dtype=t.amp_dtype,
+    step = StepConfig.from_params(p)  # what a step reads of the parameters
+    run_loss, seen = train_epoch(t.model, state, loader, t.loss_fn, step, device, amp_dtype=t.amp_dtype,
                                  desc=f"{t.model_name} epoch {epoch}/{t.epochs}", progress=t.progress and rank == 0)  # fmt: skip
     if world > 1:  # the epoch's training loss and slice count over all ranks
         sums = torch.tensor([run_loss, float(seen)], dtype=torch.float64, device=device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,20 @@ from liverlib.errors import RunError
 from liverlib.params import Params
 from liverlib.progress import bar as tqdm
 from liverlib.training.state import TrainState
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """The few parameters a training step and epoch read (issue 19: not the whole ``Params``)."""
+
+    grad_clip: float
+    channels_last: bool
+    batch_size: int
+
+    @classmethod
+    def from_params(cls, p: Params) -> StepConfig:
+        """``grad_clip``, ``channels_last`` and ``batch_size`` of a run's parameters."""
+        return cls(grad_clip=p.grad_clip, channels_last=p.channels_last, batch_size=p.batch_size)
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
@@ -51,7 +66,7 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: to
 
 
 def train_epoch(model: torch.nn.Module, state: TrainState, loader: DataLoader, loss_fn: torch.nn.Module,
-                p: Params, device: torch.device, *, amp_dtype: torch.dtype | None, desc: str,
+                cfg: StepConfig, device: torch.device, *, amp_dtype: torch.dtype | None, desc: str,
                 progress: bool) -> tuple[float, int]:  # fmt: skip
     """One pass over the training loader; returns (sum of loss × slices, slices) of this rank."""
     model.train()
@@ -60,11 +75,11 @@ def train_epoch(model: torch.nn.Module, state: TrainState, loader: DataLoader, l
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
     for b, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = train_step(model, x, y, state.opt, loss_fn, state.scaler, grad_clip=p.grad_clip, amp_dtype=amp_dtype,
-                          channels_last=p.channels_last, scheduler=state.sched.batch)  # fmt: skip
+        loss = train_step(model, x, y, state.opt, loss_fn, state.scaler, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
+                          channels_last=cfg.channels_last, scheduler=state.sched.batch)  # fmt: skip
         value = loss.item()
         if not math.isfinite(value):
-            raise RunError(_nonfinite_loss(value, desc, b, loader, sampled, p.batch_size))
+            raise RunError(_nonfinite_loss(value, desc, b, loader, sampled, cfg.batch_size))
         run_loss += value * len(x)
         seen += len(x)
         bar.set_postfix(loss=f"{run_loss / seen:.4f}")
