@@ -289,3 +289,27 @@ def test_bn_slices_spread_over_the_split() -> None:
     assert len(sub) == 96 and sub.slice_idx.is_unique and sub.slice_idx.is_monotonic_increasing
     assert sub.slice_idx.iloc[0] == 0 and sub.slice_idx.iloc[-1] == 199 and set(sub.volume_id) == set(range(5))
     assert bn_slices(index.head(50), 96).equals(index.head(50))
+
+
+def test_lr_schedules_take_the_run_parameters() -> None:
+    """make_scheduler hands LrSchedule the five values it reads: onecycle warms up to lr, then decays; plateau
+    multiplies lr by plateau_factor after plateau_patience epochs without improvement."""
+    from liverlib.training.schedule import make_scheduler
+
+    def lrs(p, losses):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+        sched, out = make_scheduler(opt, p, epochs=2, steps_per_epoch=4), []
+        for loss in losses:
+            for _ in range(4):
+                opt.step()
+                sched.batch()
+                out.append(opt.param_groups[0]["lr"])
+            sched.epoch(loss)
+        return out
+
+    one = lrs(resolve(lr_schedule="onecycle", lr=1e-2, warmup_epochs=1), [1.0, 1.0])
+    assert max(one) == pytest.approx(1e-2) and one.index(max(one)) == 2 and one[-1] < 1e-6  # peak after 8·½ − 1 steps
+    plateau = lrs(resolve(lr_schedule="plateau", lr=1e-2, plateau_factor=0.5, plateau_patience=0), [1.0, 1.0])
+    assert plateau[:4] == [1e-2] * 4 and plateau[4:] == [1e-2] * 4
+    third = lrs(resolve(lr_schedule="plateau", lr=1e-2, plateau_factor=0.5, plateau_patience=0), [1.0, 1.0, 1.0])
+    assert third[-1] == pytest.approx(5e-3)

@@ -21,16 +21,17 @@ class LrSchedule:
     validation whatever the schedule; its state goes into ``last.pt``.
     """
 
-    def __init__(self, opt: torch.optim.Optimizer, p: Params, *, epochs: int, steps_per_epoch: int):
-        self.kind = p.lr_schedule
+    def __init__(self, opt: torch.optim.Optimizer, kind: str, *, lr: float, warmup_epochs: int, plateau_factor: float,
+                 plateau_patience: int, epochs: int, steps_per_epoch: int):  # fmt: skip
+        self.kind = kind
         if self.kind == "onecycle":
             total = max(1, epochs * steps_per_epoch)
             self.sched: Any = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=p.lr, total_steps=total, pct_start=min(0.99, max(1, p.warmup_epochs) / max(1, epochs)),
+                opt, max_lr=lr, total_steps=total, pct_start=min(0.99, max(1, warmup_epochs) / max(1, epochs)),
                 anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1.0e4)  # fmt: skip
         else:
-            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=p.plateau_factor,
-                                                                    patience=p.plateau_patience)  # fmt: skip
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=plateau_factor,
+                                                                    patience=plateau_patience)  # fmt: skip
 
     def batch(self) -> None:
         """After an optimiser step (``onecycle`` only; stops at its last step, so extra batches keep the final lr)."""
@@ -53,5 +54,7 @@ class LrSchedule:
 
 
 def make_scheduler(opt: torch.optim.Optimizer, p: Params, *, epochs: int, steps_per_epoch: int) -> LrSchedule:
-    """The run's :class:`LrSchedule` for ``epochs`` of ``steps_per_epoch`` optimiser steps."""
-    return LrSchedule(opt, p, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    """The run's :class:`LrSchedule` for ``epochs`` of ``steps_per_epoch`` optimiser steps (the five parameters it
+    reads taken here, so the schedule itself never sees the whole ``Params``)."""
+    return LrSchedule(opt, p.lr_schedule, lr=p.lr, warmup_epochs=p.warmup_epochs, plateau_factor=p.plateau_factor,
+                      plateau_patience=p.plateau_patience, epochs=epochs, steps_per_epoch=steps_per_epoch)  # fmt: skip
