@@ -139,7 +139,7 @@ GUARD_KEYS: dict[str, tuple[str, ...]] = {
     "05": ("ablation_arms", "ablation_epochs"),
     "06": (),  # the report reads only what 01-05 wrote (and guarded)
 }
-"""What each stage's rerun guard compares (:meth:`liverlib.run.RunDir.guard`): a rerun with other values is refused
+"""What each stage's rerun guard compares (:func:`liverlib.pipeline.guard.guard`): a rerun with other values is refused
 without ``overwrite``. Stage 02 guards its :class:`~liverlib.data.preprocess.PreprocessConfig` (these keys); stage 03
 also records them in every checkpoint, so an interrupted training resumes only with the same ones."""
 

@@ -1,4 +1,4 @@
-"""Tests of liverlib.params (strict flat profiles) and the run folder guard of liverlib.run."""
+"""Tests of liverlib.params (strict flat profiles) and the stage guard of liverlib.pipeline.guard."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from liverlib.errors import RunError
 from liverlib.files import read_json, write_json
 from liverlib.params import DEFAULTS, ParamError, Params, digest, load_profiles, project_root, resolve, validate
+from liverlib.pipeline.guard import guard
 from liverlib.run import RunDir
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
@@ -187,16 +188,16 @@ def test_project_root_finds_the_checkout(tmp_path):
 
 def test_guard_refuses_other_values_unless_overwrite(tmp_path):
     run = RunDir(tmp_path)
-    assert run.guard("01_curation", {"seed": 42, "ids": [1, 2]}) is False
+    assert guard(run, "01_curation", {"seed": 42, "ids": [1, 2]}) is False
     record = tmp_path / "stages" / "01_curation.json"
     assert json.loads(record.read_text(encoding="utf-8")) == {"seed": 42, "ids": [1, 2]}
-    assert run.guard("01_curation", {"seed": 42, "ids": (1, 2)}) is True  # same values (tuple == list in JSON)
+    assert guard(run, "01_curation", {"seed": 42, "ids": (1, 2)}) is True  # same values (tuple == list in JSON)
     with pytest.raises(RunError, match=r"other parameters \(seed\).*overwrite: true"):
-        run.guard("01_curation", {"seed": 7, "ids": [1, 2]})
+        guard(run, "01_curation", {"seed": 7, "ids": [1, 2]})
     assert json.loads(record.read_text(encoding="utf-8"))["seed"] == 42  # the refused run recorded nothing
-    assert run.guard("01_curation", {"seed": 7, "ids": [1, 2]}, overwrite=True) is False
+    assert guard(run, "01_curation", {"seed": 7, "ids": [1, 2]}, overwrite=True) is False
     assert json.loads(record.read_text(encoding="utf-8"))["seed"] == 7
-    assert run.guard("02_preprocessing", {"seed": 1}) is False  # stages are guarded separately
+    assert guard(run, "02_preprocessing", {"seed": 1}) is False  # stages are guarded separately
 
 
 def test_run_dir_from_params(tmp_path):

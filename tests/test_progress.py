@@ -13,6 +13,7 @@ from liverlib.data import nifti as io
 from liverlib.errors import RunError
 from liverlib.params import DEFAULTS, RUN_KEYS, STAGE_KEYS, resolve
 from liverlib.pipeline import stages
+from liverlib.pipeline.guard import guard, record_stage
 from liverlib.pipeline.study import injected, notebooks
 from liverlib.run import RunDir
 from tests.tiny import TINY_RUN
@@ -88,12 +89,12 @@ def test_data_dir_resolves_to_what_curation_reads(monkeypatch: pytest.MonkeyPatc
 
 def test_guard_compares_resolved_values(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    run.record("01_curation", {"data_dir": "phantom", "seed": 42})
+    record_stage(run, "01_curation", {"data_dir": "phantom", "seed": 42})
     same = {"phantom": "phantom", "auto": "phantom"}
-    assert run.guard("01_curation", {"data_dir": "auto", "seed": 42}, record=False,
+    assert guard(run, "01_curation", {"data_dir": "auto", "seed": 42}, record=False,
                      resolved=lambda v: {**v, "data_dir": same.get(v["data_dir"], v["data_dir"])})  # fmt: skip
     with pytest.raises(RunError, match=r"other parameters \(data_dir\)"):
-        run.guard("01_curation", {"data_dir": "auto", "seed": 42}, record=False)
+        guard(run, "01_curation", {"data_dir": "auto", "seed": 42}, record=False)
 
 
 def test_curation_with_data_dir_auto_reuses_the_phantom_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from liverlib.errors import RunError
 from liverlib.files import read_json, write_json, write_table
 from liverlib.locks import build_lock
 from liverlib.params import GUARD_KEYS, TRAIN_KEYS, Params
+from liverlib.pipeline.guard import guard, record_path, record_stage, withdraw
 from liverlib.report.report import FIGURES, TABLES
 from liverlib.run import RunDir, cache_root
 
@@ -34,7 +35,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     """Notebook 01: curation → ``volumes.csv``, ``manifest.csv``, ``splits.json``, Table 3, Fig. 2."""
 
     run = RunDir.from_params(p)
-    same = run.guard("01_curation", p.subset(GUARD_KEYS["01"]), overwrite=p.overwrite, record=False,
+    same = guard(run, "01_curation", p.subset(GUARD_KEYS["01"]), overwrite=p.overwrite, record=False,
                      resolved=lambda v: {**v, "data_dir": resolve_data_dir(v.get("data_dir"))})  # fmt: skip
     if same and run.manifest.is_file() and run.volumes.is_file() and run.splits.is_file():
         volumes, manifest = pd.read_csv(run.volumes, keep_default_na=False), pd.read_csv(run.manifest)
@@ -46,7 +47,7 @@ def run_curation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         write_table(manifest, run.manifest, markdown=False)
         write_json(run.splits, {"seed": p.seed, "folds": p.folds, "fold": p.fold, "data_dir": str(res["data_dir"]),
                                 "splits": splits})  # fmt: skip
-        run.record("01_curation", p.subset(GUARD_KEYS["01"]))  # only once the outputs exist
+        record_stage(run, "01_curation", p.subset(GUARD_KEYS["01"]))  # only once the outputs exist
     write_json(run.root / "params.json", {"parameters": dict(p)})  # the run's resolved parameters (later stages)
     t3 = table3(manifest)
     write_table(t3, run.table(TABLES["table03"]))
@@ -109,7 +110,7 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
     run = RunDir.from_params(p)
     run.require("manifest.csv", "volumes.csv")
     cfg = cfg or PreprocessConfig.from_params(p)
-    run.guard("02_preprocessing", cfg.as_params(), overwrite=p.overwrite, record=False)
+    guard(run, "02_preprocessing", cfg.as_params(), overwrite=p.overwrite, record=False)
     volumes = selected_volumes(run)
     with build_lock(cache_dir_for(cache_root(p), cfg, volumes)):  # folds and arms in parallel build it once
         stats = build_cache(volumes, cfg, cache_root(p), progress=progress)
@@ -122,7 +123,7 @@ def run_preprocessing(p: Params, cfg: PreprocessConfig | None = None, *, progres
                    fig04=run.figure(FIGURES["fig04"]))  # fmt: skip
     stats["manifest_slices"] = {s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}
     write_json(run.root / "preprocess.json", stats)
-    run.record("02_preprocessing", cfg.as_params())
+    record_stage(run, "02_preprocessing", cfg.as_params())
     return out
 
 
@@ -172,8 +173,8 @@ def train_one(p: Params, model_name: str | None = None, *, progress: bool = True
 def _start_training(p: Params) -> RunDir:
     """Stage 03's guard; an interrupted training (no record yet) resumes from last.pt, which checks the same keys."""
     run = RunDir.from_params(p)
-    run.guard("03_training", p.subset(GUARD_KEYS["03"]), overwrite=p.overwrite, record=False)
-    run.withdraw("03_training")  # a rerun killed from here on leaves no old record beside new partial outputs
+    guard(run, "03_training", p.subset(GUARD_KEYS["03"]), overwrite=p.overwrite, record=False)
+    withdraw(run, "03_training")  # a rerun killed from here on leaves no old record beside new partial outputs
     return run
 
 
@@ -202,7 +203,7 @@ def record_training(run: RunDir, p: Params, result: dict[str, Any], baseline: di
         "settings": {k: p[k] for k in settings_keys},
     })  # fmt: skip
     out = {"parameters": counts, **report.render_training(run, p)}
-    run.record("03_training", p.subset(GUARD_KEYS["03"]))
+    record_stage(run, "03_training", p.subset(GUARD_KEYS["03"]))
     return out
 
 
@@ -278,9 +279,9 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
     from liverlib.training.tracking import require as require_tracking
 
     run = RunDir.from_params(p)
-    run.guard("04_evaluation", p.subset(GUARD_KEYS["04"]), overwrite=p.overwrite, record=False)
+    guard(run, "04_evaluation", p.subset(GUARD_KEYS["04"]), overwrite=p.overwrite, record=False)
     require_tracking(p)
-    run.withdraw("04_evaluation")  # a rerun killed from here on leaves no old record beside new partial outputs
+    withdraw(run, "04_evaluation")  # a rerun killed from here on leaves no old record beside new partial outputs
     ev = evaluate(p, progress=progress)
     write_outputs(run, ev)
     log_evaluation(p, run.root, p.model, ev["summary"], run.root / "summary.json")
@@ -291,7 +292,7 @@ def run_evaluation(p: Params, *, progress: bool = True) -> dict[str, Any]:
         log_evaluation(p, run.root, "unet_smp", base["summary"], run.root / "models" / "unet_smp" / "summary.json")
         out["baseline_summary"] = base["summary"]
     out.update(report.render_evaluation(run))
-    run.record("04_evaluation", p.subset(GUARD_KEYS["04"]))
+    record_stage(run, "04_evaluation", p.subset(GUARD_KEYS["04"]))
     return out
 
 
@@ -302,11 +303,11 @@ def run_ablation(p: Params, *, progress: bool = True) -> dict[str, Any]:
 
     run = RunDir.from_params(p)
     run.require("manifest.csv", "summary.json")
-    run.guard("05_ablation", p.subset(GUARD_KEYS["05"]), overwrite=p.overwrite, record=False)
+    guard(run, "05_ablation", p.subset(GUARD_KEYS["05"]), overwrite=p.overwrite, record=False)
     t4 = _run(p)
     write_table(t4, run.table(TABLES["table04"]))
     drawing.save_figure(figures.fig_ablation(t4), run.figure(FIGURES["fig_ablation"]))
-    run.record("05_ablation", p.subset(GUARD_KEYS["05"]))
+    record_stage(run, "05_ablation", p.subset(GUARD_KEYS["05"]))
     return {"run": run, "table04": t4, "fig": run.figure(FIGURES["fig_ablation"])}
 
 
@@ -319,14 +320,14 @@ def run_figures(p: Params) -> dict[str, Any]:
     # a stage's record is its commit point (written after its outputs): read first, so the report never mixes in
     # the partial outputs of a stage that was killed or failed (e.g. summary.json without Figs. 8-11)
     for stage, what in (("01_curation", "curation"), ("02_preprocessing", "preprocessing"), ("04_evaluation", "evaluation")):  # fmt: skip
-        record = run.root / "stages" / f"{stage}.json"
+        record = record_path(run, stage)
         if not record.is_file():
             raise RunError(f"{record}: missing: stage {stage[:2]} ({what}) did not finish in this run, so its outputs "
                            f"may be partial; rerun notebook {stage} before 06_figures")  # fmt: skip
     run.require("manifest.csv", "preprocess.json", "summary.json", "training.json")
-    run.guard("06_figures", p.subset(GUARD_KEYS["06"]), overwrite=p.overwrite, record=False)
-    run.withdraw("06_figures")
+    guard(run, "06_figures", p.subset(GUARD_KEYS["06"]), overwrite=p.overwrite, record=False)
+    withdraw(run, "06_figures")
     path = document.write_report(run)  # writes Table 8 (report.render_tables), then report.md
-    run.record("06_figures", p.subset(GUARD_KEYS["06"]))
+    record_stage(run, "06_figures", p.subset(GUARD_KEYS["06"]))
     return {"run": run, "report": path, "figures": sorted(run.figures.glob("*.png")),
             "tables": sorted(run.tables.glob("*.csv"))}  # fmt: skip
