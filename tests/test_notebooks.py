@@ -80,7 +80,8 @@ def test_split_is_by_volume_and_manifest_is_consistent(study: Path) -> None:
     assert m.groupby("volume_id").split.nunique().max() == 1
     empty = (m.liver_px + m.tumor_px) == 0
     assert not empty[m.split != "train"].any()  # validation and test: the paper's curation
-    assert empty[m.split == "train"].any()  # train_empty_fraction: 0.25 of the smoke profile
+    fraction = json.loads((study / "params.json").read_text(encoding="utf-8"))["parameters"]["train_empty_fraction"]
+    assert empty[m.split == "train"].any() == (fraction > 0)  # liver-free training slices only if the profile asks
     splits = json.loads((study / "splits.json").read_text(encoding="utf-8"))["splits"]
     ids = [v for s in splits.values() for v in s]
     assert len(ids) == len(set(ids)) == 9
