@@ -131,3 +131,27 @@ def test_build_smp_baseline_without_download():
         y = net(torch.rand(1, 1, 64, 64))
     assert y.shape == (1, NUM_CLASSES, 64, 64)
     assert count_parameters(net)["positional_embedding"] == 0
+
+
+def test_cpu_training_takes_the_explicit_attention_path_from_1024_tokens(monkeypatch):
+    """On the CPU, SDPA with dropout is a slow math fallback: a training step from
+    CPU_EXPLICIT_ATTENTION_MIN_TOKENS tokens on takes the explicit path (same formula), below it and in eval SDPA."""
+    import liverlib.model.hybrid as H
+
+    calls = []
+    real = H.F.scaled_dot_product_attention
+    monkeypatch.setattr(H.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape[-2]) or real(*a, **k))
+    att = H.SelfAttention(16, 2, dropout=0.1, fused=True)
+    big, small = torch.randn(2, H.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, 16), torch.randn(2, 64, 16)
+    att.train()
+    att(big)
+    assert calls == []  # explicit at 1,024 tokens in training
+    att(small)
+    assert calls == [64]
+    att.eval()
+    with torch.no_grad():
+        out_sdpa = att(big)
+        att.fused = False
+        out_explicit = att(big)
+    assert calls == [64, H.CPU_EXPLICIT_ATTENTION_MIN_TOKENS]  # eval keeps SDPA (no dropout: its fused kernel)
+    torch.testing.assert_close(out_sdpa, out_explicit, rtol=1e-4, atol=1e-5)  # the same formula

@@ -60,13 +60,22 @@ class PositionalEmbedding(nn.Module):
         return tokens + pos.to(tokens.dtype)
 
 
+CPU_EXPLICIT_ATTENTION_MIN_TOKENS = 1024
+"""From this many tokens on (the paper's 256² input), a CPU training step with attention dropout takes the explicit
+path even when ``fused``: PyTorch's CPU SDPA has no fused kernel with dropout and falls back to a math path that also
+runs NaN checks over the whole attention matrix. The explicit path (the same formula and parameters) trained faster
+at 1,024 tokens and not at 256 or 64 (``tools/cpu_attention_paths.py``, docs/training.md §4), so the smoke run (64
+tokens) keeps SDPA and its numbers. Evaluation (no dropout) and CUDA keep SDPA's fused kernels."""
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with ``nn.MultiheadAttention``'s parameter names and math.
 
     Parameters: ``in_proj_weight`` (3d, d), ``in_proj_bias`` (3d,), ``out_proj`` (Linear d→d), so a
     state_dict of ``nn.TransformerEncoderLayer`` loads here and back. ``fused=True`` calls
-    ``F.scaled_dot_product_attention``; ``fused=False`` forms softmax(QKᵀ/√d_k)V explicitly (Eq. 4).
-    Attention dropout applies in training only.
+    ``F.scaled_dot_product_attention``; ``fused=False`` forms softmax(QKᵀ/√d_k)V explicitly (Eq. 4), and so
+    does a CPU training step from :data:`CPU_EXPLICIT_ATTENTION_MIN_TOKENS` tokens on. Attention dropout applies in
+    training only.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float, fused: bool = True):
@@ -86,7 +95,7 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.dropout if self.training else 0.0
-        if self.fused:
+        if self.fused and not (p > 0 and x.device.type == "cpu" and n >= CPU_EXPLICIT_ATTENTION_MIN_TOKENS):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         else:
             attn = torch.softmax((q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1), dim=-1)
