@@ -140,7 +140,9 @@ def test_cpu_training_takes_the_explicit_attention_path_from_1024_tokens(monkeyp
 
     calls = []
     real = H.F.scaled_dot_product_attention
-    monkeypatch.setattr(H.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape[-2]) or real(*a, **k))
+    monkeypatch.setattr(
+        H.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape[-2]) or real(*a, **k)
+    )
     att = H.SelfAttention(16, 2, dropout=0.1, fused=True)
     big, small = torch.randn(2, H.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, 16), torch.randn(2, 64, 16)
     att.train()

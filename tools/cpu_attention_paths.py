@@ -84,8 +84,11 @@ def main() -> None:
         sdpa, explicit = statistics.median(r["sdpa"]), statistics.median(r["explicit"])
         tokens = (size // 8) ** 2
         taken = "explicit" if tokens >= hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS else "SDPA"
-        print(f"| {size}² | {tokens:,} | {sdpa:.2f} ({' '.join(f'{v:.2f}' for v in r['sdpa'])}) | {explicit:.2f} "
-              f"({' '.join(f'{v:.2f}' for v in r['explicit'])}) | {explicit / sdpa:.2f}× | {taken} |", flush=True)
+        print(
+            f"| {size}² | {tokens:,} | {sdpa:.2f} ({' '.join(f'{v:.2f}' for v in r['sdpa'])}) | {explicit:.2f} "
+            f"({' '.join(f'{v:.2f}' for v in r['explicit'])}) | {explicit / sdpa:.2f}× | {taken} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
