@@ -49,7 +49,7 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     from liverlib.data.preprocess import PreprocessConfig
     from liverlib.model.checkpoint import model_from_checkpoint
     from liverlib.run import RunDir
-    from liverlib.training.loop import make_loader, validate
+    from liverlib.training.loop import LoaderConfig, make_loader, validate
     from liverlib.training.losses import CombinedLoss
 
     run = RunDir.from_params(p)
@@ -57,7 +57,7 @@ def test_torchrun_two_processes_train_and_rank0_writes(tmp_path: Path) -> None:
     ds = SliceDataset(split_index(run.manifest, "val"), open_run_cache(run.root, PreprocessConfig.from_params(p)))
     val = validate(
         model,
-        make_loader(ds, p, shuffle=False, epoch=2, device=torch.device("cpu")),
+        make_loader(ds, LoaderConfig.from_params(p), shuffle=False, epoch=2, device=torch.device("cpu")),
         CombinedLoss(),
         torch.device("cpu"),
     )

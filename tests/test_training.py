@@ -63,7 +63,7 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
     from liverlib.data.preprocess import PreprocessConfig
     from liverlib.run import RunDir
     from liverlib.runtime import amp_settings
-    from liverlib.training.loop import bn_slices, make_loader
+    from liverlib.training.loop import LoaderConfig, bn_slices, make_loader
     from liverlib.training.validation import recompute_bn_stats
 
     p = _params(prepared, "full")
@@ -74,7 +74,7 @@ def test_saved_batchnorm_statistics_are_those_of_the_saved_weights(prepared: Pat
         bn_slices(split_index(run.manifest, "train")), open_run_cache(run.root, PreprocessConfig.from_params(p)), None
     )
     use_amp, dtype, _ = amp_settings(torch.device("cpu"), p.amp, cpu_bf16=p.cpu_bf16)  # as training computed them
-    recompute_bn_stats(model, make_loader(ds, p, shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
+    recompute_bn_stats(model, make_loader(ds, LoaderConfig.from_params(p), shuffle=True, epoch=3, device=torch.device("cpu")), torch.device("cpu"),
                        channels_last=True, autocast=use_amp, dtype=dtype)  # fmt: skip
     again = model.state_dict()
     for k, v in saved["model"].items():
@@ -270,14 +270,14 @@ def test_training_loader_drops_a_last_batch_of_one_slice() -> None:
     channel"); the training loader drops such a batch, validation keeps every slice."""
     from torch.utils.data import TensorDataset
 
-    from liverlib.training.loop import make_loader
+    from liverlib.training.loop import LoaderConfig, make_loader
 
     p = resolve(batch_size=8, num_workers=0)
     cpu = torch.device("cpu")
     for n, train_batches in ((9, 1), (10, 2), (8, 1), (1, 1)):
         ds = TensorDataset(torch.zeros(n, 1))
-        assert len(make_loader(ds, p, shuffle=True, epoch=1, device=cpu)) == train_batches
-        assert len(make_loader(ds, p, shuffle=False, epoch=1, device=cpu)) == -(-n // 8)
+        assert len(make_loader(ds, LoaderConfig.from_params(p), shuffle=True, epoch=1, device=cpu)) == train_batches
+        assert len(make_loader(ds, LoaderConfig.from_params(p), shuffle=False, epoch=1, device=cpu)) == -(-n // 8)
 
 
 def test_bn_slices_spread_over_the_split() -> None:

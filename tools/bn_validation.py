@@ -32,7 +32,7 @@ from liverlib.model.hybrid import build_model
 from liverlib.params import resolve
 from liverlib.run import RunDir
 from liverlib.runtime import amp_settings, epoch_seed, seed_everything
-from liverlib.training.loop import make_loader, make_optimizer
+from liverlib.training.loop import LoaderConfig, make_loader, make_optimizer
 from liverlib.training.losses import CombinedLoss
 from liverlib.training.schedule import make_scheduler
 from liverlib.training.step import train_step
@@ -77,21 +77,26 @@ def main() -> None:
         tf.set_random_seed(epoch_seed(p.seed, epoch))
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
-        for x, y in make_loader(train_ds, p, shuffle=True, epoch=epoch, device=device):
+        for x, y in make_loader(train_ds, LoaderConfig.from_params(p), shuffle=True, epoch=epoch, device=device):
             loss = train_step(model, x, y, opt, loss_fn, scaler, grad_clip=p.grad_clip, amp_dtype=dtype,
                               channels_last=True, scheduler=sched.batch)  # fmt: skip
             total, n = total + float(loss) * len(x), n + len(x)
         row = {"epoch": epoch, "train_loss": total / n, "lr": opt.param_groups[0]["lr"],
                "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-        copy_loader = make_loader(copy_ds, p, shuffle=False, epoch=epoch, device=device)
-        val_loader = make_loader(val_ds, p, shuffle=False, epoch=epoch, device=device)
+        copy_loader = make_loader(copy_ds, LoaderConfig.from_params(p), shuffle=False, epoch=epoch, device=device)
+        val_loader = make_loader(val_ds, LoaderConfig.from_params(p), shuffle=False, epoch=epoch, device=device)
         batch = BatchStatistics(model)
         for name, m in (("running", model), ("batch", batch)):
             r = validate(m, copy_loader, loss_fn, device, **kw)
             row[f"copy_{name}_liver"], row[f"copy_{name}_tumor_gtpos"] = r["val_liver_dice"], r["val_tumor_dice_gtpos"]
         row["val_running_liver"] = validate(model, val_loader, loss_fn, device, **kw)["val_liver_dice"]
         precise = copy.deepcopy(model)
-        recompute_bn_stats(precise, make_loader(copy_ds, p, shuffle=True, epoch=epoch, device=device), device, **kw)
+        recompute_bn_stats(
+            precise,
+            make_loader(copy_ds, LoaderConfig.from_params(p), shuffle=True, epoch=epoch, device=device),
+            device,
+            **kw,
+        )
         r = validate(precise, copy_loader, loss_fn, device, **kw)
         row["copy_recomputed_liver"], row["copy_recomputed_tumor_gtpos"] = (
             r["val_liver_dice"],

@@ -55,13 +55,12 @@ def paper_loader(cache: SliceCache, index: pd.DataFrame, *, batch_size: int, wor
     """Epoch → the paper path's seeded, shuffled DataLoader with albumentations: the training loop's own
     (:func:`liverlib.training.loop.make_loader`)."""
     from liverlib.data.dataset import SliceDataset
-    from liverlib.params import resolve
     from liverlib.training.augment import build_augmentation
-    from liverlib.training.loop import make_loader
+    from liverlib.training.loop import LoaderConfig, make_loader
 
     ds = SliceDataset(index, cache, build_augmentation(seed=seed))
-    p = resolve(batch_size=batch_size, num_workers=workers, seed=seed)
-    return lambda epoch: make_loader(ds, p, shuffle=True, epoch=epoch, device=device)
+    cfg = LoaderConfig(batch_size=batch_size, num_workers=workers, seed=seed)
+    return lambda epoch: make_loader(ds, cfg, shuffle=True, epoch=epoch, device=device)
 
 
 def measure_end_to_end(name: str, cache: SliceCache, index: pd.DataFrame, *, size: int, batch_size: int,

@@ -116,27 +116,40 @@ def train_config(p: Params, model_name: str) -> dict[str, Any]:
     return cfg
 
 
-def make_loader(ds: SliceDataset, p: Params, *, shuffle: bool, epoch: int, device: torch.device,
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What :func:`make_loader` reads of a run's parameters (built once per training, :meth:`from_params`)."""
+
+    batch_size: int
+    num_workers: int
+    seed: int
+
+    @classmethod
+    def from_params(cls, p: Params) -> LoaderConfig:
+        return cls(int(p.batch_size), int(p.num_workers), int(p.seed))
+
+
+def make_loader(ds: SliceDataset, cfg: LoaderConfig, *, shuffle: bool, epoch: int, device: torch.device,
             rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
     """Seeded loader; under DDP each rank gets its own shard (train: a DistributedSampler; val: every world-th slice).
 
     A shuffled (training) loader drops a last batch of a single slice: BatchNorm in training mode cannot normalise
     one sample whose deepest feature map is 1×1 (the smp encoder at 32²), and one slice's statistics are noise anyway.
     """
-    g = torch.Generator().manual_seed(epoch_seed(p.seed, epoch))
-    workers = p.num_workers  # seeded per worker (seed_worker), so runs stay reproducible
+    g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    workers = cfg.num_workers  # seeded per worker (seed_worker), so runs stay reproducible
     sampler = None
     n = -(-len(ds) // world) if world > 1 and shuffle else len(ds)  # slices of this rank (the sampler pads)
-    drop_last = shuffle and n > 1 and n % p.batch_size == 1
+    drop_last = shuffle and n > 1 and n % cfg.batch_size == 1
     if world > 1 and shuffle:
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=p.seed, drop_last=False)
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
         sampler.set_epoch(epoch)
         shuffle = False
     elif world > 1:
         ds = torch.utils.data.Subset(ds, range(rank, len(ds), world))
-    return DataLoader(ds, batch_size=p.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, sampler=sampler, generator=g, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
                       worker_init_fn=seed_worker if workers else None, persistent_workers=False)  # fmt: skip
 
@@ -321,8 +334,9 @@ def _epoch(t: _Training, epoch: int) -> None:
     if t.transform is not None:
         t.transform.set_random_seed(seed)
     t0 = time.perf_counter()
+    lc = LoaderConfig.from_params(p)  # what the loaders read of the parameters
     loader = (t.feed.epoch(epoch) if t.feed is not None else
-              make_loader(t.train_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world))  # fmt: skip
+              make_loader(t.train_ds, lc, shuffle=True, epoch=epoch, device=device, rank=rank, world=world))  # fmt: skip
     step = StepConfig.from_params(p)  # what a step reads of the parameters
     run_loss, seen = train_epoch(t.model, state, loader, t.loss_fn, step, device, amp_dtype=t.amp_dtype,
                                  desc=f"{t.model_name} epoch {epoch}/{t.epochs}", progress=t.progress and rank == 0)  # fmt: skip
@@ -335,10 +349,10 @@ def _epoch(t: _Training, epoch: int) -> None:
                  "world": world}  # fmt: skip
     # BatchNorm statistics of these weights, on the clean training slices (docs/training.md), then rank 0's
     # on every rank: what is validated is what is saved
-    recompute_bn_stats(t.raw, make_loader(t.bn_ds, p, shuffle=True, epoch=epoch, device=device, rank=rank, world=world),
+    recompute_bn_stats(t.raw, make_loader(t.bn_ds, lc, shuffle=True, epoch=epoch, device=device, rank=rank, world=world),
                        device, **precision)  # fmt: skip
     buffers = sync_buffers(t.raw, world)
-    val = validate(t.raw, make_loader(t.val_ds, p, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
+    val = validate(t.raw, make_loader(t.val_ds, lc, shuffle=False, epoch=epoch, device=device, rank=rank, world=world),
                    t.loss_fn, device, **precision)  # fmt: skip
     lr = state.opt.param_groups[0]["lr"]
     state.sched.epoch(val["val_loss"])
