@@ -214,6 +214,20 @@ CPU_TARGETS = [
 ]
 """The restated CPU targets, written under the targets table of a CPU report."""
 
+CPU_TRAINING = [
+    "## Training on this CPU: what else was measured, and where",
+    "",
+    "- bf16 against fp32 for a whole training (the smoke run twice, same seed, split and steps, both scored in fp32; "
+    "the per-epoch histories of both): `tools/cpu_bf16_training.py`, quoted in docs/training.md §4.",
+    "- The attention path of a CPU training step (SDPA's math fallback with dropout against the explicit "
+    "softmax(QKᵀ)V, interleaved in one process; it sets `liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS`): "
+    "`tools/cpu_attention_paths.py`, docs/training.md §4.1.",
+    "- Two trainings at once on one thread each against one training on every core: "
+    "`tools/cpu_parallel_training.py`, docs/training.md §5.",
+    "",
+]
+"""Where a CPU report's reader finds the training measurements this benchmark does not repeat."""
+
 
 def render_report(result: dict[str, Any]) -> str:
     """The whole ``docs/benchmarks.md``: header with the machine, the summary table, one section per group."""
@@ -254,5 +268,6 @@ def render_report(result: dict[str, Any]) -> str:
         lines += _section_profile(result["profile"], result["profile_size"], missed)
     if missed:
         lines += ([] if result.get("profile") else ["## Where the time goes", ""]) + _explain_misses(result)
+    lines += CPU_TRAINING if device.type == "cpu" else []
     lines += ["## Caveats", ""] + [f"- {c}" for c in result["caveats"]] + [""]
     return "\n".join(lines)
