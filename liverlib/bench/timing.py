@@ -207,15 +207,21 @@ def count_flops(name: str, size: int) -> dict[str, float]:
             "linear": share("mm", "addmm"), "attention": share("bmm", "baddbmm")}  # fmt: skip
 
 
+def cpuinfo_value(key: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first ``key`` line of ``cpuinfo`` (e.g. "model name", "flags"); None where the file cannot be
+    read (not Linux) or has no such line."""
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in open(cpuinfo, encoding="utf-8", errors="replace")
+                    if ln.startswith(key))  # fmt: skip
+    except (OSError, StopIteration):
+        return None
+
+
 def cpu_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """The CPU's bf16 instruction sets by their flags in ``cpuinfo`` (``amx_bf16`` → "AMX-BF16",
     ``avx512_bf16`` → "AVX512-BF16"); empty where none is listed or the file cannot be read (not Linux)."""
     names = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
-    try:
-        flags = next(ln.split(":", 1)[1].split() for ln in open(cpuinfo, encoding="utf-8", errors="replace")
-                     if ln.startswith("flags"))  # fmt: skip
-    except (OSError, StopIteration):
-        return []
+    flags = (cpuinfo_value("flags", cpuinfo) or "").split()
     return [name for flag, name in names.items() if flag in flags]
 
 
@@ -223,15 +229,8 @@ def machine_info(device: torch.device) -> dict[str, str]:
     """What the numbers were measured on: date, CPU, cores, torch and threads, device, versions, load."""
     from liverlib.runtime import provenance
 
-    prov, cpu = provenance(), platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo", encoding="utf-8", errors="replace")
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    prov = provenance()
+    cpu = cpuinfo_value("model name") or platform.processor() or platform.machine()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "platform": prov["platform"],
             "CPU": f"{cpu}; {os.cpu_count()} logical cores, {usable} usable by this process"}  # fmt: skip
