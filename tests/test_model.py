@@ -133,7 +133,7 @@ def test_build_smp_baseline_without_download():
     assert count_parameters(net)["positional_embedding"] == 0
 
 
-def test_cpu_training_takes_the_explicit_attention_path_from_1024_tokens(monkeypatch):
+def test_cpu_training_takes_the_explicit_attention_path_from_the_threshold(monkeypatch):
     """On the CPU, SDPA with dropout is a slow math fallback: a training step from
     CPU_EXPLICIT_ATTENTION_MIN_TOKENS tokens on takes the explicit path (same formula), below it and in eval SDPA."""
     import liverlib.model.hybrid as H
@@ -147,7 +147,7 @@ def test_cpu_training_takes_the_explicit_attention_path_from_1024_tokens(monkeyp
     big, small = torch.randn(2, H.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, 16), torch.randn(2, 64, 16)
     att.train()
     att(big)
-    assert calls == []  # explicit at 1,024 tokens in training
+    assert calls == []  # explicit from the threshold on, in training
     att(small)
     assert calls == [64]
     att.eval()

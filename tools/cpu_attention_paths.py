@@ -1,12 +1,15 @@
-"""Which attention path a CPU training step should take: PyTorch's SDPA or the explicit softmax(QKᵀ/√d)V.
+"""Which attention path a CPU training step should take: PyTorch's SDPA, the explicit softmax(QKᵀ/√d)V, or the
+explicit one with the faster dropout masks of ``liverlib.model.dropout``.
 
 On the CPU, ``F.scaled_dot_product_attention`` has no fused kernel when dropout is on (training), so it falls back to
 a math path that materialises the (B, heads, N, N) attention matrix and also runs NaN checks over it; the hybrid's
 explicit path (``fused=False``) computes the same formula with the same parameters. This tool times the hybrid's
 training step (the loop's ``train_step``: CombinedLoss, grad clip, fused AdamW; bf16 autocast where the CPU computes it
-natively, else fp32; channels_last) with both paths, **interleaved in one process** (a round = 2 steps of each, after
+natively, else fp32; channels_last) with each path, **interleaved in one process** (a round = 2 steps of each, after
 one step of warm-up), so a drift of the machine hits both alike, and prints the median per path and their ratio.
-``liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS`` is chosen from its output (docs/training.md §4).
+``liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS`` and ``CPU_FAST_DROPOUT_MIN_TOKENS`` are chosen from its
+output (docs/training.md §4.1). The fast masks draw the same Bernoulli(1 − p) distribution from another random stream
+(``liverlib.model.dropout``), so the model's mathematics is unchanged.
 
 Not a test (the numbers depend on the CPU and its load).
 
@@ -30,8 +33,8 @@ from liverlib.training.loop import make_optimizer
 from liverlib.training.losses import CombinedLoss
 from liverlib.training.step import train_step
 
-PATHS = {"sdpa": 10**9, "explicit": 0}
-"""Path name → the token threshold that forces it (SDPA never switches; explicit always does)."""
+PATHS = {"sdpa": (10**9, 10**9), "explicit": (0, 10**9), "explicit + fast masks": (0, 0)}
+"""Path name → the token thresholds that force it: (explicit attention, fast dropout masks); 10⁹ never switches."""
 
 
 def measure(size: int, batch: int, rounds: int) -> dict[str, list[float]]:
@@ -52,18 +55,18 @@ def measure(size: int, batch: int, rounds: int) -> dict[str, list[float]]:
     model.train()
     step()
     rates: dict[str, list[float]] = {name: [] for name in PATHS}
-    saved = hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS
+    saved = hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, hybrid.CPU_FAST_DROPOUT_MIN_TOKENS
     try:
         for _ in range(rounds):
-            for name, threshold in PATHS.items():
-                hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS = threshold
+            for name, (explicit, fast) in PATHS.items():
+                hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, hybrid.CPU_FAST_DROPOUT_MIN_TOKENS = explicit, fast
                 step()  # the first step after a switch is not timed
                 t = time.perf_counter()
                 step()
                 step()
                 rates[name].append(2 * batch / (time.perf_counter() - t))
     finally:
-        hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS = saved
+        hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS, hybrid.CPU_FAST_DROPOUT_MIN_TOKENS = saved
     return rates
 
 
@@ -77,18 +80,22 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(json.dumps(machine_info(torch.device("cpu")), indent=1))
     print(f"threads {a.threads}, batch {a.batch}, {a.rounds} interleaved rounds of 2 timed steps per path\n")
-    print("| input | tokens | SDPA, slices/s (median) | explicit, slices/s (median) | explicit / SDPA | path taken |")
-    print("|---|---:|---:|---:|---:|---|")
+    names = list(PATHS)
+    print(
+        "| input | tokens | "
+        + " | ".join(f"{n}, slices/s (median)" for n in names)
+        + " | fastest / SDPA | path taken |"
+    )
+    print("|---|---:|" + "---:|" * len(names) + "---:|---|")
     for size in a.sizes:
         r = measure(size, a.batch, a.rounds)
-        sdpa, explicit = statistics.median(r["sdpa"]), statistics.median(r["explicit"])
+        med = {n: statistics.median(r[n]) for n in names}
         tokens = (size // 8) ** 2
         taken = "explicit" if tokens >= hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS else "SDPA"
-        print(
-            f"| {size}² | {tokens:,} | {sdpa:.2f} ({' '.join(f'{v:.2f}' for v in r['sdpa'])}) | {explicit:.2f} "
-            f"({' '.join(f'{v:.2f}' for v in r['explicit'])}) | {explicit / sdpa:.2f}× | {taken} |",
-            flush=True,
-        )
+        if tokens >= hybrid.CPU_FAST_DROPOUT_MIN_TOKENS:
+            taken += " + fast masks"
+        cells = " | ".join(f"{med[n]:.2f} ({' '.join(f'{v:.2f}' for v in r[n])})" for n in names)
+        print(f"| {size}² | {tokens:,} | {cells} | {max(med.values()) / med['sdpa']:.2f}× | {taken} |", flush=True)
 
 
 if __name__ == "__main__":
