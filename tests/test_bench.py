@@ -16,6 +16,7 @@ from liverlib.bench import (
 )
 from liverlib.bench.e2e import projected_hours
 from liverlib.bench.models import build_paths
+from liverlib.bench.summary import format_value
 from liverlib.runtime import amp_settings, cpu_bf16_supported
 
 TINY = Reps(warmup=0, min_steps=1, min_seconds=0.0, max_steps=1, matmul_seconds=0.0, cache_reads=200, aug_samples=8,
@@ -55,6 +56,8 @@ def test_model_rows_cover_both_models_and_paths(result):
     assert set(m[m.path == "naive"].precision) == {"fp32"}
     assert set(m[m.path == "fast, big batch"].batch) == {4} and (m.loss_steps >= 2).all()  # warm-up + one timed
     assert result["matmul"]["fp32"] > 0 and result["matmul"]["bfloat16"] > 0
+    for k, rate in result["matmul"].items():  # the ceiling: the highest of two samples at the start, one after
+        assert len(result["matmul_samples"][k]) == 3 and rate == max(result["matmul_samples"][k])
 
 
 def test_end_to_end_rows_and_projection(result):
@@ -90,6 +93,7 @@ def test_report_has_header_and_sections(result):
     assert torch.__version__ in text and "intra-op threads" in text
     assert format_table(result["summary"]).count("\n") == len(result["summary"]) + 1
     assert "linear scaling rule" in text and "GpuBatches" in text
+    assert "fp32 " + format_value(result["matmul"]["fp32"]) + " GFLOP/s (the highest of 3: " in text
 
 
 def _fake_models(train_naive: float, train_fast: float) -> pd.DataFrame:

@@ -96,3 +96,7 @@ def test_the_hybrid_takes_the_fast_masks_in_cpu_training_from_the_threshold(monk
     with torch.no_grad():
         layer(big)
     assert calls == []
+    plain = H.TransformerLayer(16, 2, 32, dropout=0.1, fused=False)  # the paper's path keeps F.dropout
+    plain.train()
+    plain(big)
+    assert calls == []

@@ -15,7 +15,8 @@ from liverlib.bench.timing import PAPER_SIZE
 
 
 def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: int, device: torch.device,
-                    peak: float | None = None, big_batch: int | None = None) -> list[str]:  # fmt: skip
+                    peak: float | None = None, big_batch: int | None = None,
+                    samples: dict[str, list[float]] | None = None) -> list[str]:  # fmt: skip
     what = ("`max_memory_allocated` minus the allocation before it" if device.type == "cuda" else
             "process RSS peak minus the RSS before it, sampled every 5 ms with psutil after returning freed heap memory "
             "to the OS (an approximation)")  # fmt: skip
@@ -48,8 +49,14 @@ def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: 
              format_table(df[list(cols)].rename(columns=cols)), "",
              "FLOPs: PyTorch's `FlopCounterMode` on the meta device, batch 1, naive attention (the fused kernel does the "
              "same arithmetic); training = forward + backward. Achieved GFLOP/s = FLOPs per slice × slices/s. "
-             "This machine's matmul rate: " + ", ".join(f"{k} {format_value(v)} GFLOP/s" for k, v in matmul.items())
+             "This machine's matmul rate: " + ", ".join(
+                 f"{k} {format_value(v)} GFLOP/s"
+                 + (f" (the highest of {len(samples[k])}: " + ", ".join(format_value(x) for x in samples[k]) + ")"
+                    if samples and len(samples.get(k, [])) > 1 else "")
+                 for k, v in matmul.items())
              + f" ({'8192' if device.type == 'cuda' else '2048'}² matmul"
+             + ("; measured twice at the start and once after the model group, since a shared machine's rate drifts"
+                if samples else "")
              + ("; bf16 at 256² where the CPU has no native bf16" if device.type == "cpu" else "") + "). "
              + (f"Train % of ceiling: of the card's dense peak, {format_value(peak)} GFLOP/s (table)." if peak else
                 "Train % of ceiling: of the matmul rate in the path's precision."), "",
@@ -219,8 +226,9 @@ CPU_TRAINING = [
     "",
     "- bf16 against fp32 for a whole training (the smoke run twice, same seed, split and steps, both scored in fp32; "
     "the per-epoch histories of both): `tools/cpu_bf16_training.py`, quoted in docs/training.md §4.",
-    "- The attention path of a CPU training step (SDPA's math fallback with dropout against the explicit "
-    "softmax(QKᵀ)V, interleaved in one process; it sets `liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS`): "
+    "- The attention path of a CPU training step (SDPA's math fallback with dropout, the explicit softmax(QKᵀ)V, and "
+    "the explicit one with the faster dropout masks of `liverlib.model.dropout`, interleaved in one process; it sets "
+    "`liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS` and `CPU_FAST_DROPOUT_MIN_TOKENS`): "
     "`tools/cpu_attention_paths.py`, docs/training.md §4.1.",
     "- Two trainings at once on one thread each against one training on every core: "
     "`tools/cpu_parallel_training.py`, docs/training.md §5.",
@@ -255,6 +263,7 @@ def render_report(result: dict[str, Any]) -> str:
             device,
             result.get("peak_gflops"),
             result.get("big_batch"),
+            result.get("matmul_samples"),
         )
     if result.get("e2e") is not None:
         lines += _section_e2e(summary, result["e2e"], result.get("data"))

@@ -60,11 +60,12 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
         np.less(raw.view(np.int32), np.int32(threshold), out=flat[2 * lo : 2 * hi])
 
     workers = min(len(streams), max(1, torch.get_num_threads()))
-    if workers == 1:
-        for i in range(len(streams)):
-            draw(i)
-    else:
-        list(_executor(workers).map(draw, range(len(streams))))
+    with torch.profiler.record_function("liverlib::dropout_mask"):  # numpy's time, visible in torch.profiler
+        if workers == 1:
+            for i in range(len(streams)):
+                draw(i)
+        else:
+            list(_executor(workers).map(draw, range(len(streams))))
     return out[:n].view(shape)
 
 

@@ -70,17 +70,18 @@ docs/training.md §4.1), so the smoke run (64 tokens) keeps SDPA and its numbers
 keep SDPA's fused kernels."""
 
 CPU_FAST_DROPOUT_MIN_TOKENS = 256
-"""From this many tokens on (as the explicit path), a CPU training step draws the transformer's dropout masks
-(attention weights, residual branches, FFN) with :func:`liverlib.model.dropout.dropout` instead of ``F.dropout``: the
-same Bernoulli(1 − p) mask and 1 / (1 − p) scale from a faster generator (PyTorch's serial ``bernoulli_`` was a
+"""From this many tokens on (as the explicit path), a CPU training step of the fast configuration (``fused``) draws
+the transformer's dropout masks (attention weights, residual branches, FFN) with :func:`liverlib.model.dropout.dropout`
+instead of ``F.dropout``: the same Bernoulli(1 − p) mask and 1 / (1 − p) scale from a faster generator (PyTorch's serial ``bernoulli_`` was a
 quarter of the 256² step; the fast masks made the step 1.24× faster at 256² and 1.48× at 128²). Below it (the smoke
 run's 64 tokens) the masks are cheap and ``F.dropout`` keeps the committed runs' random stream; CUDA and evaluation
 are untouched (``tools/cpu_attention_paths.py``, docs/training.md §4.1)."""
 
 
-def _fast_cpu_dropout(x: torch.Tensor, training: bool) -> bool:
-    """Whether a (B, N, d) transformer input in this mode takes :data:`CPU_FAST_DROPOUT_MIN_TOKENS`'s path."""
-    return training and x.device.type == "cpu" and x.shape[1] >= CPU_FAST_DROPOUT_MIN_TOKENS
+def _fast_cpu_dropout(x: torch.Tensor, training: bool, fused: bool) -> bool:
+    """Whether a (B, N, d) transformer input takes :data:`CPU_FAST_DROPOUT_MIN_TOKENS`'s path: a CPU training step
+    of the fast configuration (``fused``); ``fused=False`` is the paper's plain path and keeps ``F.dropout``."""
+    return fused and training and x.device.type == "cpu" and x.shape[1] >= CPU_FAST_DROPOUT_MIN_TOKENS
 
 
 class SelfAttention(nn.Module):
@@ -107,7 +108,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, d) → (B, N, d)."""
         b, n, d = x.shape
-        fast_dropout = _fast_cpu_dropout(x, self.training)
+        fast_dropout = _fast_cpu_dropout(x, self.training, self.fused)
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.dropout if self.training else 0.0
@@ -132,7 +133,7 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, d) → (B, N, d)."""
-        if _fast_cpu_dropout(x, self.training):
+        if _fast_cpu_dropout(x, self.training, self.self_attn.fused):
             drop = cpu_dropout.dropout
             x = self.norm1(x + drop(self.self_attn(x), self.dropout1.p))
             return self.norm2(x + drop(self.linear2(drop(F.gelu(self.linear1(x)), self.dropout.p)), self.dropout2.p))
@@ -154,8 +155,10 @@ class HybridTransUNet(nn.Module):
         pos_grid: side of the learnable positional embedding grid (32 → 1,024 × 512 as in Table 1).
             Kept at 32 for every input size, so the parameter count and state_dict do not depend on
             the training resolution; other bottleneck sizes interpolate it.
-        fused_attention: ``F.scaled_dot_product_attention`` (True) or explicit softmax attention
-            (False); the same parameters and, up to rounding, the same outputs.
+        fused_attention: the fast configuration (True: ``F.scaled_dot_product_attention``, and in CPU training the
+            rules of :data:`CPU_EXPLICIT_ATTENTION_MIN_TOKENS` and :data:`CPU_FAST_DROPOUT_MIN_TOKENS`) or the paper's
+            plain path (False: explicit softmax attention, ``F.dropout``); the same parameters and, up to rounding
+            and the dropout draws, the same outputs.
 
     Input: float tensor (B, in_channels, H, W) with H and W divisible by 8 (paper: 1 × 256 × 256,
     preprocessed to [0, 1]). Output: logits (B, num_classes, H, W), no softmax.
