@@ -1,5 +1,7 @@
 """Smoke test of the benchmark functions at minimal sizes: table shape and positive numbers, never timings."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -186,3 +188,24 @@ def test_cpu_bf16_instructions_names_the_flags_it_finds(tmp_path):
     info.write_text("flags\t\t: fpu sse avx2\n")
     assert cpu_bf16_instructions(str(info)) == []
     assert cpu_bf16_instructions(str(tmp_path / "missing")) == []
+
+
+def test_cpu_report_embeds_the_recorded_bf16_training(tmp_path):
+    """The CPU report carries tools/cpu_bf16_training.py's record: the verdict against ±0.02 and both histories,
+    labelled as a record (machine, date, commit); without a record it says how to make one."""
+    from liverlib.bench.report import CPU_BF16_RECORD, section_cpu_bf16_record
+
+    assert "No record" in "\n".join(section_cpu_bf16_record(tmp_path / "absent.json"))
+    hist = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5, "val_liver_dice": 0.8, "val_tumor_dice_gtpos": 0.1,
+             "train_slices_per_s": 4.0} for e in (1, 2)]  # fmt: skip
+    run = {"autocast": "off", "seconds": 600.0, "threads": 1, "test_per_volume_liver_dice": 0.95,
+           "test_per_volume_tumor_dice": 0.70, "test_volumes": 4, "best_epoch": 2, "history": hist}  # fmt: skip
+    rec = {"profile": "smoke", "machine": {"date": "2026-12-06 12:00 UTC", "CPU": "Some CPU", "git commit": "abc"},
+           "fp32": run, "bf16": {**run, "autocast": "bfloat16", "seconds": 300.0, "test_per_volume_tumor_dice": 0.67}}  # fmt: skip
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(rec), encoding="utf-8")
+    text = "\n".join(section_cpu_bf16_record(path))
+    assert "recorded 2026-12-06 12:00 UTC on Some CPU" in text
+    assert "bf16 is **outside** ±0.02 of fp32 (liver 0.0000, tumor 0.0300 apart) and took 2.00× less time" in text
+    assert text.count(" val liver Dice ") == 2 and "| 0.9500 | 0.6700 | 4 |" in text
+    assert CPU_BF16_RECORD.startswith("docs/")

@@ -100,3 +100,15 @@ def test_the_hybrid_takes_the_fast_masks_in_cpu_training_from_the_threshold(monk
     plain.train()
     plain(big)
     assert calls == []
+
+
+def test_under_torch_compile_the_layer_keeps_F_dropout(monkeypatch):
+    """Inductor draws its own masks in its fused kernels (numpy would break the graph): while compiling, none come from
+    liverlib.model.dropout."""
+    calls = []
+    monkeypatch.setattr(D, "dropout", lambda x, p: calls.append(1) or x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    layer = H.TransformerLayer(16, 2, 32, dropout=0.1)
+    layer.train()
+    layer(torch.randn(1, H.CPU_FAST_DROPOUT_MIN_TOKENS, 16))
+    assert calls == []

@@ -5,6 +5,9 @@ test per-volume Dice within 0.02 of fp32, both scored in fp32). Not a test: the
 numbers depend on the CPU (bf16 is native only with AVX512-BF16 or AMX) and its load.
 
     .venv/bin/python tools/cpu_bf16_training.py [OUTPUT_ROOT]     # default outputs/cpu_bf16 of the project
+
+Writes ``OUTPUT_ROOT/cpu_bf16_training.json`` and the record the CPU benchmark report embeds (both histories, the
+machine, the date and commit): ``docs/measurements/cpu_bf16_training.json`` (:data:`liverlib.bench.report.CPU_BF16_RECORD`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from liverlib.bench.report import CPU_BF16_RECORD
+from liverlib.bench.timing import machine_info
 from liverlib.evaluation.evaluate import evaluate
+from liverlib.files import write_text
 from liverlib.params import Params, load_profiles, profile_path, project_root, resolve
 from liverlib.pipeline import stages
 from liverlib.runtime import cpu_bf16_supported, usable_cores
@@ -33,8 +40,6 @@ def params(root: Path, name: str, bf16: bool) -> Params:
 
 def one(root: Path, name: str, bf16: bool, threads: int) -> dict:
     """Train and score one precision (a child process of :func:`main`; the run is prepared)."""
-    import torch
-
     torch.set_num_threads(threads)
     p = params(root, name, bf16)
     t0 = time.perf_counter()
@@ -59,7 +64,9 @@ def main(root: Path) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, usable_cores() // 2)
-    out: dict = {"cpu_native_bf16": cpu_bf16_supported()}
+    info = machine_info(torch.device("cpu"))
+    out: dict = {"cpu_native_bf16": cpu_bf16_supported(), "profile": "smoke",
+                 "machine": {k: info[k] for k in ("date", "CPU", "device", "python / torch", "git commit")}}  # fmt: skip
     runs = (("fp32", False), ("bf16", True))
     for name, bf16 in runs:  # curation and the shared cache one after the other, before the trainings
         p = params(root, name, bf16)
@@ -75,7 +82,10 @@ def main(root: Path) -> dict:
                   f"liver Dice {r['best_val_liver_dice']:.3f}, test per-volume liver {r['test_per_volume_liver_dice']} "
                   f"tumor {r['test_per_volume_tumor_dice']} (n={r['test_volumes']})\n{hist.to_string(index=False)}",
                   flush=True)  # fmt: skip
-    (root / "cpu_bf16_training.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    text = json.dumps(out, indent=1)
+    (root / "cpu_bf16_training.json").write_text(text, encoding="utf-8")
+    (project_root() / CPU_BF16_RECORD).parent.mkdir(parents=True, exist_ok=True)
+    write_text(project_root() / CPU_BF16_RECORD, text + "\n")
     return out
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from liverlib.bench.summary import format_table, format_value
 from liverlib.bench.timing import PAPER_SIZE
+from liverlib.params import project_root
 
 
 def _section_models(models: pd.DataFrame, matmul: dict[str, float], batch_size: int, device: torch.device,
@@ -225,7 +228,8 @@ CPU_TRAINING = [
     "## Training on this CPU: what else was measured, and where",
     "",
     "- bf16 against fp32 for a whole training (the smoke run twice, same seed, split and steps, both scored in fp32; "
-    "the per-epoch histories of both): `tools/cpu_bf16_training.py`, quoted in docs/training.md §4.",
+    "the per-epoch histories of both): `tools/cpu_bf16_training.py`, its last record below and in docs/training.md "
+    "§4.",
     "- The attention path of a CPU training step (SDPA's math fallback with dropout, the explicit softmax(QKᵀ)V, and "
     "the explicit one with the faster dropout masks of `liverlib.model.dropout`, interleaved in one process; it sets "
     "`liverlib.model.hybrid.CPU_EXPLICIT_ATTENTION_MIN_TOKENS` and `CPU_FAST_DROPOUT_MIN_TOKENS`): "
@@ -235,6 +239,51 @@ CPU_TRAINING = [
     "",
 ]
 """Where a CPU report's reader finds the training measurements this benchmark does not repeat."""
+
+CPU_BF16_RECORD = "docs/measurements/cpu_bf16_training.json"
+"""Where ``tools/cpu_bf16_training.py`` records its last run (project-relative); a CPU report embeds it."""
+
+_HISTORY_COLUMNS = {"epoch": "epoch", "train_loss": "train loss", "val_loss": "val loss",
+                    "val_liver_dice": "val liver Dice", "val_tumor_dice_gtpos": "val tumor Dice (GT-positive)",
+                    "train_slices_per_s": "training slices/s"}  # fmt: skip
+
+
+def section_cpu_bf16_record(path: Path | None = None) -> list[str]:
+    """The recorded bf16-vs-fp32 training (:data:`CPU_BF16_RECORD`) as a report section: the verdict against the
+    ±0.02 rule and both per-epoch histories, labelled as a record of another run (machine, date, commit)."""
+    path = path or project_root() / CPU_BF16_RECORD
+    head = ["## bf16 against fp32 for a whole training (recorded by `tools/cpu_bf16_training.py`)", ""]
+    if not path.is_file():
+        return head + [f"No record at `{CPU_BF16_RECORD}`: run `tools/cpu_bf16_training.py` to make one.", ""]
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    m = rec.get("machine", {})
+    runs = {k: rec[k] for k in ("fp32", "bf16") if k in rec}
+    lines = head + [
+        f"Not measured by this benchmark run: recorded {m.get('date', '?')} on {m.get('CPU', '?')} "
+        f"({m.get('python / torch', '?')}; commit {str(m.get('git commit', '?'))[:12]}). The {rec.get('profile', 'smoke')} "
+        "profile trained twice, fp32 and bf16 autocast, same seed, split and steps, side by side (one process and "
+        f"{next(iter(runs.values()))['threads']} thread(s) each); both runs' test volumes scored per volume **in fp32** "
+        "(tumor: volumes with tumor; the LiTS empty-mask rule).",
+        "",
+        "| training precision | time (s) | best epoch | test liver Dice, per volume | test tumor Dice, per volume | n |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for name, r in runs.items():
+        lines.append(f"| {name} ({r['autocast']}) | {r['seconds']:.1f} | {r['best_epoch']} | "
+                     f"{r['test_per_volume_liver_dice']:.4f} | {r['test_per_volume_tumor_dice']:.4f} | "
+                     f"{r['test_volumes']} |")  # fmt: skip
+    if len(runs) == 2:
+        a, b = runs["fp32"], runs["bf16"]
+        gaps = [abs(a[k] - b[k]) for k in ("test_per_volume_liver_dice", "test_per_volume_tumor_dice")]
+        verdict = "within" if max(gaps) <= 0.02 else "**outside**"
+        lines += ["", f"bf16 is {verdict} ±0.02 of fp32 (liver {gaps[0]:.4f}, tumor {gaps[1]:.4f} apart) and took "
+                  f"{a['seconds'] / b['seconds']:.2f}× less time."]  # fmt: skip
+    for name, r in runs.items():
+        hist = pd.DataFrame(r["history"]).rename(columns=_HISTORY_COLUMNS)
+        lines += ["", f"{name}, per epoch (validation Dice: mean over the validation slices, the smoothed empty-mask rule; tumor "
+                  "(GT-positive): over slices with tumor):", "",
+                  format_table(hist)]  # fmt: skip
+    return lines + [""]
 
 
 def render_report(result: dict[str, Any]) -> str:
@@ -277,6 +326,6 @@ def render_report(result: dict[str, Any]) -> str:
         lines += _section_profile(result["profile"], result["profile_size"], missed)
     if missed:
         lines += ([] if result.get("profile") else ["## Where the time goes", ""]) + _explain_misses(result)
-    lines += CPU_TRAINING if device.type == "cpu" else []
+    lines += CPU_TRAINING + section_cpu_bf16_record() if device.type == "cpu" else []
     lines += ["## Caveats", ""] + [f"- {c}" for c in result["caveats"]] + [""]
     return "\n".join(lines)

@@ -80,8 +80,10 @@ are untouched (``tools/cpu_attention_paths.py``, docs/training.md §4.1)."""
 
 def _fast_cpu_dropout(x: torch.Tensor, training: bool, fused: bool) -> bool:
     """Whether a (B, N, d) transformer input takes :data:`CPU_FAST_DROPOUT_MIN_TOKENS`'s path: a CPU training step
-    of the fast configuration (``fused``); ``fused=False`` is the paper's plain path and keeps ``F.dropout``."""
-    return fused and training and x.device.type == "cpu" and x.shape[1] >= CPU_FAST_DROPOUT_MIN_TOKENS
+    of the fast configuration (``fused``); ``fused=False`` is the paper's plain path and keeps ``F.dropout``, and so
+    does ``torch.compile`` (inductor draws its own masks inside the fused kernels; numpy would break the graph)."""
+    return (fused and training and x.device.type == "cpu" and x.shape[1] >= CPU_FAST_DROPOUT_MIN_TOKENS
+            and not torch.compiler.is_compiling())  # fmt: skip
 
 
 class SelfAttention(nn.Module):
