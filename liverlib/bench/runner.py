@@ -20,6 +20,7 @@ from liverlib.bench.report import render_report
 from liverlib.bench.summary import format_table, summary_table
 from liverlib.bench.timing import PAPER_SIZE, Reps, dense_peak_gflops, machine_info, matmul_rates
 from liverlib.model.hybrid import MODEL_NAMES
+from liverlib.params import ParamError
 from liverlib.runtime import resolve_device
 
 
@@ -47,12 +48,10 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
         compiled: also time the model step under ``torch.compile`` (path ``fast, compiled``; model group only).
 
     Returns:
-        dict with ``machine``, ``matmul`` (per precision the highest of ``matmul_samples``: two measurements at the
-        start and one after the model group, since a shared machine's rate drifts), ``models`` (DataFrame or None), ``data``, ``volume``, ``profile``,
-        ``summary`` (DataFrame with :data:`SUMMARY_COLUMNS`) and ``caveats``; :func:`render_report` turns it into Markdown.
+        dict with ``machine``, ``matmul`` and ``matmul_samples`` (:func:`matmul_ceiling`: two samples at the start,
+        one after the model group), ``models`` (DataFrame or None), ``data``, ``volume``, ``profile``, ``summary``
+        (DataFrame with :data:`SUMMARY_COLUMNS`) and ``caveats``; :func:`render_report` turns it into Markdown.
     """
-    from liverlib.params import ParamError
-
     if any(s <= 0 or s % 32 for s in sizes):
         raise ParamError(f"bench: --sizes must be positive multiples of 32 (the smp U-Net needs it), got {sizes}")
     device = resolve_device(str(device))
@@ -77,7 +76,7 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
                                       profile_size=profile_size, cpu_bf16=cpu_bf16, big_batch=big_batch,
                                       compiled=compiled, log=log)  # fmt: skip
         matmul_samples.append(matmul_rates(device, reps.matmul_seconds))  # the machine after the model group
-    matmul = {k: max(s[k] for s in matmul_samples) for k in matmul_samples[0]}  # a ceiling: load only lowers it
+    matmul, matmul_by_precision = matmul_ceiling(matmul_samples)
     with tempfile.TemporaryDirectory(prefix="liverlib-bench-") as tmp:
         if "data" in groups or "volume" in groups:
             data = measure_data_path(Path(tmp), image_size=image_size, batch_size=batch_size, device=device, reps=reps,
@@ -101,11 +100,17 @@ def run_benchmark(sizes: list[int], *, batch_size: int = 8, device: str | torch.
     caveats = _caveats(device, compiled=compiled, quick=quick)
     if data is not None:
         data = {k: v for k, v in data.items() if k not in ("big_cache", "big_index")}
-    return {"machine": info, "matmul": matmul, "matmul_samples": {k: [s[k] for s in matmul_samples] for k in matmul},
-            "models": models, "data": data, "volume": volume, "profile": prof,
-            "e2e": e2e_rows, "peak_gflops": peak, "big_batch": big_batch,
+    return {"machine": info, "matmul": matmul, "matmul_samples": matmul_by_precision, "models": models, "data": data,
+            "volume": volume, "profile": prof, "e2e": e2e_rows, "peak_gflops": peak, "big_batch": big_batch,
             "profile_size": profile_size, "summary": summary, "caveats": caveats, "device": device, "quick": quick,
             "batch_size": batch_size, "elapsed_s": time.perf_counter() - t0, "command": command}  # fmt: skip
+
+
+def matmul_ceiling(samples: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per precision the highest of the matmul-rate samples (a ceiling: a shared machine's load only lowers it), and
+    the samples by precision for the report."""
+    by_precision = {k: [s[k] for s in samples] for k in samples[0]}
+    return {k: max(v) for k, v in by_precision.items()}, by_precision
 
 
 def _volume_inference(data: dict[str, Any], volume_slices: int, *, image_size: int, device: torch.device, reps: Reps,
