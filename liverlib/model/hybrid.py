@@ -72,10 +72,10 @@ keep SDPA's fused kernels."""
 CPU_FAST_DROPOUT_MIN_TOKENS = 256
 """From this many tokens on (as the explicit path), a CPU training step of the fast configuration (``fused``) draws
 the transformer's dropout masks (attention weights, residual branches, FFN) with :func:`liverlib.model.dropout.dropout`
-instead of ``F.dropout``: the same Bernoulli(1 − p) mask and 1 / (1 − p) scale from a faster generator (PyTorch's serial ``bernoulli_`` was a
-quarter of the 256² step; the fast masks made the step 1.24× faster at 256² and 1.48× at 128²). Below it (the smoke
-run's 64 tokens) the masks are cheap and ``F.dropout`` keeps the committed runs' random stream; CUDA and evaluation
-are untouched (``tools/cpu_attention_paths.py``, docs/training.md §4.1)."""
+instead of ``F.dropout``: the same Bernoulli(1 − p) mask and 1 / (1 − p) scale from a faster generator (PyTorch's
+serial ``bernoulli_`` was a quarter of the 256² step; the fast masks made the step 1.24× faster at 256² and 1.48× at
+128²). Below it (the smoke run's 64 tokens) the masks are cheap and ``F.dropout`` keeps the committed runs' random
+stream; CUDA and evaluation are untouched (``tools/cpu_attention_paths.py``, docs/training.md §4.1)."""
 
 
 def _fast_cpu_dropout(x: torch.Tensor, training: bool, fused: bool) -> bool:
@@ -84,6 +84,12 @@ def _fast_cpu_dropout(x: torch.Tensor, training: bool, fused: bool) -> bool:
     does ``torch.compile`` (inductor draws its own masks inside the fused kernels; numpy would break the graph)."""
     return (fused and training and x.device.type == "cpu" and x.shape[1] >= CPU_FAST_DROPOUT_MIN_TOKENS
             and not torch.compiler.is_compiling())  # fmt: skip
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool, fast: bool) -> torch.Tensor:
+    """The transformer's one dropout call: :func:`liverlib.model.dropout.dropout` where ``fast`` (see
+    :func:`_fast_cpu_dropout`), else ``F.dropout``."""
+    return cpu_dropout.dropout(x, p) if fast else F.dropout(x, p=p, training=training)
 
 
 class SelfAttention(nn.Module):
@@ -118,7 +124,7 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         else:
             attn = torch.softmax((q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1), dim=-1)
-            out = (cpu_dropout.dropout(attn, p) if fast_dropout else F.dropout(attn, p=p)) @ v
+            out = _dropout(attn, p, self.training, fast_dropout) @ v
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -135,12 +141,11 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, d) → (B, N, d)."""
-        if _fast_cpu_dropout(x, self.training, self.self_attn.fused):
-            drop = cpu_dropout.dropout
-            x = self.norm1(x + drop(self.self_attn(x), self.dropout1.p))
-            return self.norm2(x + drop(self.linear2(drop(F.gelu(self.linear1(x)), self.dropout.p)), self.dropout2.p))
-        x = self.norm1(x + self.dropout1(self.self_attn(x)))
-        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
+        fast = _fast_cpu_dropout(x, self.training, self.self_attn.fused)
+        d1, d, d2 = self.dropout1.p, self.dropout.p, self.dropout2.p  # the nn.Dropout modules hold p (state_dict)
+        x = self.norm1(x + _dropout(self.self_attn(x), d1, self.training, fast))
+        h = _dropout(F.gelu(self.linear1(x)), d, self.training, fast)
+        return self.norm2(x + _dropout(self.linear2(h), d2, self.training, fast))
 
 
 class HybridTransUNet(nn.Module):
